@@ -1,0 +1,105 @@
+"""Shared defaults of every pretraining config; task and data files change only what differs.
+
+Defaults follow MAE's ViT-B recipe where the paper is silent (see README,
+"Design choices"), and the paper where it speaks (one network, restoration by
+a few gradient steps on the input, masking as the first pretext task).
+"""
+import ml_collections
+from ml_collections import config_dict
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def get_pretraining_config() -> ml_collections.ConfigDict:
+  """ImageNet-1K, ViT-B/16 at 224, masking; all fields documented inline."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds parameters, corruptions, restoration noise and data order.
+  c.batch_size = 4096  # Global batch over all devices and hosts (MAE: 4096).
+  c.num_train_steps = 100 * (1_281_167 // 4096)  # 100 ImageNet epochs.
+
+  c.model = ml_collections.ConfigDict()
+  c.model.variant = "B/16"  # '<Ti|S|M|B|L|H>/<patch size>', as in big_vision.
+  c.model.width = config_dict.placeholder(int)  # Overrides the variant's width if set.
+  c.model.depth = config_dict.placeholder(int)  # Overrides the variant's number of blocks.
+  c.model.mlp_dim = config_dict.placeholder(int)  # Overrides the variant's MLP width.
+  c.model.num_heads = config_dict.placeholder(int)  # Overrides the variant's heads.
+  c.model.patch_size = config_dict.placeholder(int)  # Overrides the variant's patch size.
+  c.model.posemb = "sincos2d"  # Position embedding: 'sincos2d' (fixed, MAE) or 'learn'.
+  c.model.pool_type = "gap"  # Pooled feature for transfer: 'gap' (token mean) or 'token' (class token).
+  c.model.drop_path_rate = 0.0  # Stochastic depth at the last block (MAE pretrains without).
+  c.model.compute_dtype = "bfloat16"  # Activations' dtype, 'bfloat16' or 'float32'; params stay float32.
+
+  c.energy = ml_collections.ConfigDict()
+  c.energy.readout = "sq_norm"  # E(x) from last-block tokens h: 'sq_norm' = ½Σ_tokens mean_channels h², 'sq_norm_pooled' = the same of the token mean.
+
+  c.restore = ml_collections.ConfigDict()
+  c.restore.num_steps = 2  # K gradient steps on the input (the paper: "as few as one").
+  c.restore.init_step_size = 1.0  # Initial α of every step (kept positive by softplus).
+  c.restore.learn_step_size = True  # Learn one α per step; False keeps init_step_size.
+  c.restore.langevin_noise_scale = 0.0  # σ of the Langevin term √(2α)·σ·ε; 0 = plain descent.
+  c.restore.update_region = "corrupted"  # Pixels restoration may move: 'corrupted' or 'all'.
+  c.restore.remat = "nothing_saveable"  # Remat of each restoration step: 'none', 'nothing_saveable' (flat memory in K), 'dots_saveable'.
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.type = "mse"  # Pixel distance: 'mse' or 'smooth_l1' (Huber, β = 1).
+  c.loss.region = "corrupted"  # Pixels the loss covers: 'corrupted' (as MAE) or 'all'.
+  c.loss.steps = "all"  # Average the loss over 'all' restoration steps or use the 'last' only.
+  c.loss.norm_pix = True  # Measure errors in units of each clean patch's std (MAE's norm_pix_loss).
+
+  c.corruption = ml_collections.ConfigDict()
+  c.corruption.name = "mask"  # Pretext task, a key of ebm_vision.corruptions.CORRUPTIONS.
+  c.corruption.mask = ml_collections.ConfigDict()
+  c.corruption.mask.ratio = 0.75  # Fraction of patches masked (MAE: 0.75).
+  c.corruption.mask.fill = "noise"  # Masked pixels: 'noise' (N(0,1)), 'zeros' (mean colour) or 'mean' (image mean).
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "tfds"  # 'tfds' (a prepared TFDS data set) or 'dead_leaves' (procedural, offline).
+  c.data.name = "imagenet2012"  # TFDS name, looked for under data_dir.
+  c.data.data_dir = config_dict.placeholder(str)  # TFDS data_dir; None means TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).
+  c.data.builder_dir = config_dict.placeholder(str)  # A prepared '<name>/<version>' folder; overrides name and data_dir.
+  c.data.train_split = "train"  # Split read for pretraining (each process reads its own part).
+  c.data.eval_split = "validation"  # Split of the fixed batch for restoration images and metrics.
+  c.data.image_size = 224  # Square training resolution; must be divisible by the patch size.
+  c.data.crop_min_scale = 0.2  # Smallest area fraction of random-resized-crop (MAE: 0.2).
+  c.data.eval_crop_fraction = 0.875  # Centre crop of the eval images after resizing (224/256).
+  c.data.shuffle_buffer = 10_000  # Examples in the tf.data shuffle buffer, per process.
+  c.data.prefetch_batches = 2  # Batches prepared ahead by tf.data.
+  c.data.checkpoint_iterator = False  # Save tf.data's iterator (with its shuffle buffer) in checkpoints for an exact resume.
+  c.data.pixel_mean = IMAGENET_MEAN  # Per-channel mean of [0, 1] pixels.
+  c.data.pixel_std = IMAGENET_STD  # Per-channel std of [0, 1] pixels.
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.learning_rate_per_256 = 1.5e-4  # Peak AdamW learning rate for a batch of 256, scaled linearly (MAE).
+  c.optimizer.warmup_steps = 10 * (1_281_167 // 4096)  # Linear warm-up (10 epochs), then cosine decay to 0.
+  c.optimizer.b1 = 0.9  # AdamW β1.
+  c.optimizer.b2 = 0.95  # AdamW β2 (MAE).
+  c.optimizer.weight_decay = 0.05  # Decoupled weight decay on weight matrices only.
+  c.optimizer.grad_clip_norm = 1.0  # Clip the global gradient norm; 0 disables.
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # Devices on the data-parallel axis; -1 means all devices.
+
+  c.log_every_steps = 100  # Scalars to TensorBoard and the console.
+  c.image_every_steps = 2000  # Restoration grid PNG and held-out metrics.
+  c.num_grid_images = 8  # Held-out images in the restoration grid.
+  c.checkpoint_every_steps = 1000  # Orbax checkpoint interval.
+  c.max_checkpoints_to_keep = 3  # Older checkpoints are deleted.
+  c.async_checkpointing = True  # Write checkpoints in the background.
+  return c
+
+
+def tiny_model(c: ml_collections.ConfigDict, width: int = 64, depth: int = 2,
+               patch_size: int = 4) -> None:
+  """Shrinks `c` in place to a test-sized model and run (big_vision's 'runlocal')."""
+  c.model.width, c.model.depth, c.model.num_heads = width, depth, 2
+  c.model.mlp_dim, c.model.patch_size = 2 * width, patch_size
+  c.model.compute_dtype = "float32"
+  c.data.image_size = 16
+  c.data.shuffle_buffer = 64
+  c.batch_size = 8
+  c.num_train_steps = 4
+  c.optimizer.warmup_steps = 1
+  c.log_every_steps = c.image_every_steps = c.checkpoint_every_steps = 2
+  c.num_grid_images = 4
+  c.async_checkpointing = False

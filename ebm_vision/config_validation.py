@@ -1,0 +1,89 @@
+"""Start-up checks of a pretraining config: a bad value fails with the field's name."""
+from __future__ import annotations
+
+import os
+
+from ebm_vision import corruptions, energy
+from ebm_vision.models import vit, vit_kwargs
+
+DATA_SOURCES = ("tfds", "dead_leaves")  # Kept free of TensorFlow: see input_pipeline.
+
+
+class ConfigError(ValueError):
+  """A config field has a value the code cannot run with."""
+
+
+def _choice(config, field: str, allowed) -> None:
+  value = _get(config, field)
+  if value not in allowed:
+    raise ConfigError(f"config.{field}={value!r}: must be one of {list(allowed)}")
+
+
+def _check(ok: bool, config, field: str, requirement: str) -> None:
+  if not ok:
+    raise ConfigError(f"config.{field}={_get(config, field)!r}: {requirement}")
+
+
+def _get(config, field: str):
+  for part in field.split("."):
+    config = config[part]
+  return config
+
+
+def validate_pretraining(config, num_devices: int) -> None:
+  """Raises ConfigError naming the first field with a value that cannot work."""
+  try:
+    kw = vit_kwargs(config.model)
+  except ValueError as e:
+    raise ConfigError(f"config.model.variant: {e}") from None
+  _choice(config, "model.posemb", vit.POSEMBS)
+  _choice(config, "model.pool_type", vit.POOLS)
+  _choice(config, "model.compute_dtype", vit.DTYPES)
+  _check(0 <= config.model.drop_path_rate < 1, config, "model.drop_path_rate", "must be in [0, 1)")
+  _check(kw["width"] % kw["num_heads"] == 0, config, "model.num_heads",
+         f"must divide the width {kw['width']}")
+  if config.model.posemb == "sincos2d":
+    _check(kw["width"] % 4 == 0, config, "model.posemb", f"needs width % 4 == 0 (width {kw['width']})")
+  _check(config.data.image_size % kw["patch_size"] == 0, config, "data.image_size",
+         f"must be divisible by the patch size {kw['patch_size']}")
+
+  _choice(config, "energy.readout", energy.READOUTS)
+  _check(config.restore.num_steps >= 1, config, "restore.num_steps", "must be ≥ 1")
+  _check(config.restore.init_step_size > 0, config, "restore.init_step_size", "must be > 0")
+  _check(config.restore.langevin_noise_scale >= 0, config, "restore.langevin_noise_scale",
+         "must be ≥ 0")
+  _choice(config, "restore.update_region", energy.REGIONS)
+  _choice(config, "restore.remat", energy.REMAT_POLICIES)
+  _choice(config, "loss.type", energy.LOSS_TYPES)
+  _choice(config, "loss.region", energy.REGIONS)
+  _choice(config, "loss.steps", energy.LOSS_STEPS)
+
+  _choice(config, "corruption.name", corruptions.CORRUPTIONS)
+  if config.corruption.name == "mask":
+    _check(0 < config.corruption.mask.ratio < 1, config, "corruption.mask.ratio", "must be in (0, 1)")
+    _choice(config, "corruption.mask.fill", corruptions.MASK_FILLS)
+
+  _choice(config, "data.source", DATA_SOURCES)
+  _check(0 < config.data.crop_min_scale <= 1, config, "data.crop_min_scale", "must be in (0, 1]")
+  _check(len(config.data.pixel_mean) == 3 and len(config.data.pixel_std) == 3, config,
+         "data.pixel_mean", "pixel_mean and pixel_std need 3 values each")
+  _check(config.batch_size > 0 and config.batch_size % num_devices == 0, config, "batch_size",
+         f"must be a positive multiple of the {num_devices} devices")
+  for field in ("num_train_steps", "log_every_steps", "image_every_steps",
+                "checkpoint_every_steps", "max_checkpoints_to_keep", "num_grid_images"):
+    _check(_get(config, field) > 0, config, field, "must be > 0")
+  _check(config.optimizer.learning_rate_per_256 > 0, config,
+         "optimizer.learning_rate_per_256", "must be > 0")
+  _check(config.optimizer.warmup_steps >= 0, config, "optimizer.warmup_steps", "must be ≥ 0")
+
+
+def check_workdir(workdir: str) -> None:
+  """Creates `workdir` if needed and fails in one line if it cannot be written."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f"--workdir={workdir!r} is not writable: {e.strerror}") from None

@@ -1,0 +1,146 @@
+"""Energy, restoration by gradient descent on the input, and the restoration loss.
+
+    E_θ(x)            forward pass of the ViT, read out as a scalar per image
+    x_{k+1} = x_k − α_k · m ⊙ ∇ₓE_θ(x_k) [+ √(2α_k)·σ·ε]      backward pass, k < K
+    L(θ, α) = Σ_k d(x_k, x_clean) over the corrupted region
+
+The parameter gradient of L flows through ∇ₓE (second-order autodiff): nothing
+here stops gradients.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+# Energy read-outs of the last block's tokens h [B, N, D] (before the final norm).
+# Both sum over tokens, so ∇ₓE per pixel does not shrink with the token count.
+# (The same on LayerNorm'd tokens is nearly constant at init, as ‖LN(h)‖² ≈ D,
+# which leaves restoration without a gradient: not offered.)
+READOUTS = ("sq_norm", "sq_norm_pooled")
+# name -> jax.checkpoint policy for the restoration step (None: plain autodiff).
+REMAT_POLICIES = {
+    "none": None,
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+LOSS_TYPES = ("mse", "smooth_l1")
+REGIONS = ("corrupted", "all")
+LOSS_STEPS = ("all", "last")
+
+EnergyFn = Callable[[jnp.ndarray], jnp.ndarray]
+
+
+def energy(model: nn.Module, params, images: jnp.ndarray, *, readout: str = "sq_norm",
+           dropout_rng: Optional[jax.Array] = None) -> jnp.ndarray:
+  """E_θ(images) -> [batch] float32; drop path is active iff `dropout_rng` is given.
+
+  readout 'sq_norm': E = ½ Σ_tokens mean_channels h²  (every token's energy);
+  readout 'sq_norm_pooled': E = ½ N · mean_channels (mean_tokens h)²  (the pooled feature's).
+  """
+  train = dropout_rng is not None
+  out = model.apply({"params": params}, images, train=train,
+                    rngs={"dropout": dropout_rng} if train else {})
+  h = out["tokens"]
+  if readout == "sq_norm_pooled":
+    return 0.5 * h.shape[1] * jnp.mean(jnp.square(h.mean(axis=1)), axis=-1)
+  return 0.5 * jnp.sum(jnp.mean(jnp.square(h), axis=-1), axis=-1)
+
+
+def step_sizes(raw_step_size: jnp.ndarray) -> jnp.ndarray:
+  """Positive step sizes α_k = softplus(raw_k)."""
+  return jax.nn.softplus(raw_step_size)
+
+
+def raw_step_size_init(step_size: float, num_steps: int) -> jnp.ndarray:
+  """Inverse of `step_sizes` for a constant initial step size."""
+  return jnp.full((num_steps,), jnp.log(jnp.expm1(step_size)), jnp.float32)
+
+
+def restore(energy_fn: EnergyFn, corrupted: jnp.ndarray, alphas: jnp.ndarray,
+            rng: jax.Array, *, update_mask: Optional[jnp.ndarray] = None,
+            langevin_noise_scale: float = 0., remat: str = "nothing_saveable"):
+  """K steps of gradient descent on the energy, starting from `corrupted`.
+
+  Args:
+    energy_fn: images [B, H, W, C] -> energies [B], parameters closed over.
+    corrupted: starting images x_0.
+    alphas: [K] step sizes; K is the number of steps.
+    rng: key for Langevin noise (unused when `langevin_noise_scale` is 0).
+    update_mask: [B, H, W, 1] in {0, 1}; only pixels where it is 1 move.
+    langevin_noise_scale: σ of the Langevin term √(2α)·σ·ε; 0 for plain descent.
+    remat: a key of REMAT_POLICIES; rematerializes each step so memory stays flat in K.
+
+  Returns:
+    (trajectory [K, B, H, W, C] = x_1..x_K, energies [K, B] = E(x_0)..E(x_{K-1})).
+  """
+  mask = jnp.ones_like(corrupted[..., :1]) if update_mask is None else update_mask
+
+  def step(x, inputs):
+    alpha, key = inputs
+    e, vjp = jax.vjp(energy_fn, x)
+    (grad_x,) = vjp(jnp.ones_like(e))
+    x = x - alpha * mask * grad_x
+    if langevin_noise_scale:
+      noise = jax.random.normal(key, x.shape, x.dtype)
+      x = x + jnp.sqrt(2. * alpha) * langevin_noise_scale * mask * noise
+    return x, (x, e)
+
+  if REMAT_POLICIES[remat] is not None:
+    step = jax.checkpoint(step, policy=REMAT_POLICIES[remat])
+  keys = jax.random.split(rng, alphas.shape[0])
+  _, (trajectory, energies) = jax.lax.scan(step, corrupted, (alphas, keys))
+  return trajectory, energies
+
+
+def patch_normalizer(clean: jnp.ndarray, patch_size: int, eps: float = 1e-6):
+  """Returns f(images) = (images − μ_patch) / σ_patch with the statistics of `clean`.
+
+  This is MAE's normalized-pixel target applied to both sides of the loss: the
+  error of each patch is measured in units of that clean patch's contrast.
+  """
+  b, h, w, c = clean.shape
+  p = patch_size
+
+  def patchify(x):
+    x = x.reshape(b, h // p, p, w // p, p, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // p, w // p, p * p * c)
+
+  def unpatchify(x):
+    x = x.reshape(b, h // p, w // p, p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h, w, c)
+
+  patches = patchify(clean)
+  mean = patches.mean(-1, keepdims=True)
+  std = jnp.sqrt(patches.var(-1, keepdims=True) + eps)
+  return lambda x: unpatchify((patchify(x) - mean) / std)
+
+
+def restoration_loss(trajectory: jnp.ndarray, clean: jnp.ndarray,
+                     region: jnp.ndarray, *, loss_type: str = "mse",
+                     steps: str = "all", patch_size: Optional[int] = None):
+  """Distance between restored images and the clean one, averaged over `region`.
+
+  Args:
+    trajectory: [K, B, H, W, C] restored images after each step.
+    clean: [B, H, W, C].
+    region: [B, H, W, 1] weights (1 where the loss counts).
+    loss_type: 'mse' (squared error) or 'smooth_l1' (Huber, β = 1).
+    steps: 'all' averages the loss over the K steps, 'last' uses only x_K.
+    patch_size: if given, per-patch normalized targets (see `patch_normalizer`).
+
+  Returns:
+    (loss scalar, per-step losses [K]).
+  """
+  if patch_size:
+    normalize = jax.vmap(patch_normalizer(clean, patch_size))
+    trajectory, clean = normalize(trajectory), normalize(clean[None])[0]
+  diff = trajectory - clean[None]
+  err = jnp.square(diff) if loss_type == "mse" else optax.huber_loss(diff, delta=1.)
+  denom = jnp.maximum(region.sum() * clean.shape[-1], 1.)
+  per_step = (err * region[None]).sum(axis=(1, 2, 3, 4)) / denom
+  loss = per_step.mean() if steps == "all" else per_step[-1]
+  return loss, per_step

@@ -1,0 +1,27 @@
+"""PNG grids of images (numpy + PIL)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+def make_grid(columns: Sequence[np.ndarray], pad: int = 2, scale: int = 1) -> np.ndarray:
+  """Lays out uint8 [N, H, W, 3] arrays side by side: row i = image i of every column."""
+  columns = [np.asarray(c, np.uint8) for c in columns]
+  n, h, w, ch = columns[0].shape
+  rows, cols = n, len(columns)
+  grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, ch), 255, np.uint8)
+  for j, column in enumerate(columns):
+    for i in range(rows):
+      y, x = pad + i * (h + pad), pad + j * (w + pad)
+      grid[y:y + h, x:x + w] = column[i]
+  if scale > 1:
+    grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+  return grid
+
+
+def save_png(path: str, image: np.ndarray) -> None:
+  """Writes a uint8 [H, W, 3] array as PNG."""
+  Image.fromarray(image).save(path)

@@ -1,0 +1,186 @@
+"""Vision Transformer backbone in Flax linen.
+
+Parameter names follow big_vision's ViT (`embedding`, `pos_embedding`, `cls`,
+`Transformer/encoderblock_{i}/...`, `Transformer/encoder_norm`, `head`) so that
+checkpoints travel between the two codebases.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# name: (width, depth, mlp_dim, num_heads), as in ViT / big_vision.
+VARIANTS = {
+    "Ti": (192, 12, 768, 3),
+    "S": (384, 12, 1536, 6),
+    "M": (512, 12, 2048, 8),
+    "B": (768, 12, 3072, 12),
+    "L": (1024, 24, 4096, 16),
+    "H": (1280, 32, 5120, 16),
+}
+POSEMBS = ("learn", "sincos2d")
+POOLS = ("gap", "token")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def decode_variant(variant: str) -> dict[str, int]:
+  """'B/16' -> dict(width, depth, mlp_dim, num_heads, patch_size)."""
+  name, _, patch = variant.partition("/")
+  if name not in VARIANTS or not patch.isdigit():
+    raise ValueError(
+        f"model variant {variant!r} must be '<size>/<patch>' with size in "
+        f"{sorted(VARIANTS)}, e.g. 'B/16'")
+  width, depth, mlp_dim, num_heads = VARIANTS[name]
+  return dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads,
+              patch_size=int(patch))
+
+
+def sincos2d_posemb(grid: Sequence[int], width: int,
+                    temperature: float = 10_000.) -> jnp.ndarray:
+  """Fixed 2-D sine-cosine position embedding, [1, h*w, width] (MAE, big_vision)."""
+  h, w = grid
+  if width % 4:
+    raise ValueError(f"sincos2d position embedding needs width % 4 == 0, got {width}")
+  y, x = np.mgrid[:h, :w]
+  omega = 1. / temperature**(np.arange(width // 4) / (width // 4 - 1 or 1))
+  y = np.einsum("m,d->md", y.flatten(), omega)
+  x = np.einsum("m,d->md", x.flatten(), omega)
+  pe = np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
+  return jnp.asarray(pe, jnp.float32)[None]
+
+
+def resample_posemb(posemb: jnp.ndarray, new_grid: Sequence[int]) -> jnp.ndarray:
+  """Bilinearly resamples a [1, h*w, D] position embedding to [1, h'*w', D].
+
+  The old grid is taken to be square. A class-token embedding, if any, must be
+  split off by the caller.
+  """
+  _, n, d = posemb.shape
+  side = int(round(n**0.5))
+  if side * side != n:
+    raise ValueError(f"cannot resample a non-square grid of {n} position embeddings")
+  if tuple(new_grid) == (side, side):
+    return posemb
+  grid = posemb.reshape(side, side, d)
+  grid = jax.image.resize(grid, (*new_grid, d), method="bilinear", antialias=False)
+  return grid.reshape(1, -1, d)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops a whole residual branch per example."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    if self.rate == 0. or deterministic:
+      return x
+    keep = 1. - self.rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class MlpBlock(nn.Module):
+  """Transformer MLP: Dense -> GELU -> Dense."""
+  mlp_dim: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    x = nn.Dense(self.mlp_dim, dtype=self.dtype,
+                 kernel_init=nn.initializers.xavier_uniform(),
+                 bias_init=nn.initializers.normal(stddev=1e-6))(x)
+    x = nn.gelu(x)
+    return nn.Dense(d, dtype=self.dtype,
+                    kernel_init=nn.initializers.xavier_uniform(),
+                    bias_init=nn.initializers.normal(stddev=1e-6))(x)
+
+
+class Encoder1DBlock(nn.Module):
+  """Pre-norm transformer block with XLA attention (twice differentiable)."""
+  mlp_dim: int
+  num_heads: int
+  drop_path: float = 0.
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    y = nn.LayerNorm(dtype=self.dtype)(x)
+    y = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dtype=self.dtype,
+        kernel_init=nn.initializers.xavier_uniform(),
+        deterministic=True)(y, y)
+    x = x + DropPath(self.drop_path)(y, deterministic)
+    y = nn.LayerNorm(dtype=self.dtype)(x)
+    y = MlpBlock(self.mlp_dim, dtype=self.dtype)(y)
+    return x + DropPath(self.drop_path)(y, deterministic)
+
+
+class Encoder(nn.Module):
+  """Stack of blocks; drop-path rate grows linearly with depth."""
+  depth: int
+  mlp_dim: int
+  num_heads: int
+  drop_path_rate: float = 0.
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    for i in range(self.depth):
+      rate = self.drop_path_rate * i / max(self.depth - 1, 1)
+      x = Encoder1DBlock(self.mlp_dim, self.num_heads, rate, self.dtype,
+                         name=f"encoderblock_{i}")(x, deterministic)
+    return x, nn.LayerNorm(dtype=self.dtype, name="encoder_norm")(x)
+
+
+class ViT(nn.Module):
+  """ViT backbone; returns a dict of intermediate outputs.
+
+  Keys: `tokens` (last block output before the final norm, [B, N, D]),
+  `encoded` (after `encoder_norm`), `pre_logits` (pooled, [B, D]) and, with
+  `num_classes`, `logits`. All outputs are float32 whatever the compute dtype.
+  """
+  width: int
+  depth: int
+  mlp_dim: int
+  num_heads: int
+  patch_size: int
+  posemb: str = "sincos2d"
+  pool_type: str = "gap"
+  num_classes: Optional[int] = None
+  drop_path_rate: float = 0.
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, *, train: bool = False):
+    p = self.patch_size
+    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID",
+                dtype=self.dtype, name="embedding")(images.astype(self.dtype))
+    b, h, w, d = x.shape
+    x = x.reshape(b, h * w, d)
+    if self.posemb == "learn":
+      pos = self.param("pos_embedding", nn.initializers.normal(stddev=1 / d**0.5),
+                       (1, h * w, d), jnp.float32)
+    else:
+      pos = sincos2d_posemb((h, w), d)
+    x = x + pos.astype(self.dtype)
+    if self.pool_type == "token":
+      cls = self.param("cls", nn.initializers.zeros, (1, 1, d), jnp.float32)
+      x = jnp.concatenate([jnp.tile(cls.astype(self.dtype), (b, 1, 1)), x], axis=1)
+
+    tokens, encoded = Encoder(self.depth, self.mlp_dim, self.num_heads,
+                              self.drop_path_rate, self.dtype,
+                              name="Transformer")(x, deterministic=not train)
+    out = {"tokens": tokens.astype(jnp.float32),
+           "encoded": encoded.astype(jnp.float32)}
+    pooled = encoded[:, 0] if self.pool_type == "token" else encoded.mean(axis=1)
+    out["pre_logits"] = pooled.astype(jnp.float32)
+    if self.num_classes:
+      out["logits"] = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                               name="head")(out["pre_logits"])
+    return out

@@ -1,0 +1,35 @@
+"""AdamW with linear warm-up and cosine decay, weight decay on weight matrices only."""
+from __future__ import annotations
+
+import jax
+import optax
+
+# Parameter names that get no weight decay (besides every 1-D parameter).
+NO_DECAY_NAMES = ("pos_embedding", "cls", "raw_step_size")
+
+
+def weight_decay_mask(params):
+  """True for kernels (≥2-D) except position/class embeddings and step sizes."""
+  def decays(path, leaf):
+    names = [getattr(k, "key", str(k)) for k in path]
+    return leaf.ndim >= 2 and not any(n in NO_DECAY_NAMES for n in names)
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def learning_rate_schedule(opt_config, global_batch_size: int, num_train_steps: int):
+  """Warm-up from 0 then cosine decay to 0; peak = learning_rate_per_256 · batch/256."""
+  peak = opt_config.learning_rate_per_256 * global_batch_size / 256
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0., peak_value=peak, warmup_steps=opt_config.warmup_steps,
+      decay_steps=max(num_train_steps, opt_config.warmup_steps + 1), end_value=0.)
+
+
+def create_optimizer(opt_config, global_batch_size: int, num_train_steps: int):
+  """Returns (optax transformation, learning-rate schedule)."""
+  schedule = learning_rate_schedule(opt_config, global_batch_size, num_train_steps)
+  parts = []
+  if opt_config.grad_clip_norm:
+    parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
+  parts.append(optax.adamw(schedule, b1=opt_config.b1, b2=opt_config.b2,
+                           weight_decay=opt_config.weight_decay, mask=weight_decay_mask))
+  return optax.chain(*parts), schedule

@@ -1,0 +1,108 @@
+"""Pure functions of energy-inspired pretraining: init, loss, train step, diagnostics.
+
+The train state is a plain dict {'step', 'params', 'opt_state', 'rng'}; the
+trainable parameters are {'model': ViT params, 'restore': {'raw_step_size': [K]}}.
+Randomness of step t comes from fold_in(state['rng'], t), so a resumed run draws
+the same corruptions and noise as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from ebm_vision import corruptions, energy, pixels
+
+
+def init_params(model: nn.Module, config, rng: jax.Array) -> dict:
+  """Initial parameters of the ViT and of the restoration step sizes."""
+  size = config.data.image_size
+  dummy = jnp.zeros((1, size, size, 3), jnp.float32)
+  model_params = model.init(rng, dummy, train=False)["params"]
+  raw = energy.raw_step_size_init(config.restore.init_step_size, config.restore.num_steps)
+  return {"model": model_params, "restore": {"raw_step_size": raw}}
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, config,
+               rng: jax.Array) -> dict:
+  """The full train state at step 0."""
+  init_rng, state_rng = jax.random.split(rng)
+  params = init_params(model, config, init_rng)
+  return {"step": jnp.zeros((), jnp.int32), "params": params,
+          "opt_state": tx.init(params), "rng": state_rng}
+
+
+def energy_fn(model: nn.Module, config, params, dropout_rng=None):
+  """images -> energies [B] with `params['model']` closed over."""
+  return functools.partial(energy.energy, model, params["model"],
+                           readout=config.energy.readout, dropout_rng=dropout_rng)
+
+
+def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: bool):
+  """Corrupts `clean` (normalized) and restores it; returns the pieces of the loss."""
+  corrupt_rng, restore_rng, dropout_rng = jax.random.split(rng, 3)
+  corrupted = corruptions.corrupt(clean, corrupt_rng, config.corruption,
+                                  model.patch_size)
+  raw = params["restore"]["raw_step_size"]
+  if not config.restore.learn_step_size:
+    raw = jax.lax.stop_gradient(raw)
+  alphas = energy.step_sizes(raw)
+  update_mask = corrupted.region if config.restore.update_region == "corrupted" else None
+  trajectory, energies = energy.restore(
+      energy_fn(model, config, params, dropout_rng if train else None),
+      corrupted.images, alphas, restore_rng, update_mask=update_mask,
+      langevin_noise_scale=config.restore.langevin_noise_scale,
+      remat=config.restore.remat)
+  return corrupted, trajectory, energies, alphas
+
+
+def pretraining_loss(params, clean, rng, *, model: nn.Module, config):
+  """Restoration loss of a batch of normalized clean images, with metrics."""
+  corrupted, trajectory, energies, alphas = corrupt_and_restore(
+      model, config, params, clean, rng, train=True)
+  region = corrupted.region if config.loss.region == "corrupted" else jnp.ones_like(
+      corrupted.region)
+  loss, per_step = energy.restoration_loss(
+      trajectory, clean, region, loss_type=config.loss.type, steps=config.loss.steps,
+      patch_size=model.patch_size if config.loss.norm_pix else None)
+  return loss, {"loss_per_step": per_step, "step_size": alphas,
+                "energy_per_step": energies.mean(axis=1)}
+
+
+def train_step(state: dict, batch: dict, *, model: nn.Module, config,
+               tx: optax.GradientTransformation, schedule) -> tuple[dict, dict]:
+  """One optimizer step on a batch {'image': uint8 [B, H, W, 3]}."""
+  step_rng = jax.random.fold_in(state["rng"], state["step"])
+  clean = pixels.normalize(batch["image"], config.data.pixel_mean, config.data.pixel_std)
+  loss_fn = functools.partial(pretraining_loss, model=model, config=config)
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state["params"], clean, step_rng)
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+             "param_norm": optax.global_norm(params["model"]),
+             "learning_rate": schedule(state["step"]), **aux}
+  new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
+               "rng": state["rng"]}
+  return new_state, metrics
+
+
+def restoration_diagnostics(params, images, rng, *, model: nn.Module, config) -> dict[str, Any]:
+  """Corrupts and restores uint8 `images` without drop path.
+
+  Returns normalized `clean`, `corrupted`, `trajectory` [K, ...] and the mean
+  energies of the clean, corrupted and restored (after each step) images.
+  """
+  clean = pixels.normalize(images, config.data.pixel_mean, config.data.pixel_std)
+  corrupted, trajectory, energies, _ = corrupt_and_restore(
+      model, config, params, clean, rng, train=False)
+  e = energy_fn(model, config, params)
+  restored_energy = jax.vmap(e)(trajectory)
+  return {"clean": clean, "corrupted": corrupted.images, "region": corrupted.region,
+          "trajectory": trajectory,
+          "energy_clean": e(clean).mean(), "energy_corrupted": energies[0].mean(),
+          "energy_restored": restored_energy.mean(axis=1)}

@@ -1,0 +1,172 @@
+"""Energy-inspired pretraining: the training loop.
+
+mesh → input → model and optimizer → sharded state (fresh or resumed) → jitted
+step → loop with metrics, restoration grids and checkpoints.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from ebm_vision import checkpointing, config_validation, image_grid, input_pipeline
+from ebm_vision import mesh as mesh_lib
+from ebm_vision import pixels, pretraining
+from ebm_vision.models import create_vit
+from ebm_vision.optimizer import create_optimizer
+
+
+def first_non_finite(losses: list, grad_norms: list, first_step: int):
+  """The step number of the first non-finite loss or gradient norm, or None."""
+  for i, (loss, grad_norm) in enumerate(zip(jax.device_get(losses), jax.device_get(grad_norms))):
+    if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+      return first_step + i
+  return None
+
+
+def step_metrics(metrics: dict, prefix: str = "") -> dict:
+  """Flattens per-restoration-step arrays into scalars `name_1`, `name_2`, ..."""
+  out = {}
+  for name, value in jax.device_get(metrics).items():
+    value = np.asarray(value)
+    if value.ndim == 0:
+      out[prefix + name] = float(value)
+    else:
+      out.update({f"{prefix}{name}_{k + 1}": float(v) for k, v in enumerate(value)})
+  return out
+
+
+def write_restorations(workdir: str, step: int, diag: dict, config, writer) -> dict:
+  """Writes the clean | corrupted | restored-after-each-step grid; returns eval scalars."""
+  mean, std = config.data.pixel_mean, config.data.pixel_std
+  diag = jax.device_get(diag)
+  columns = [pixels.to_uint8(diag["clean"], mean, std),
+             pixels.to_uint8(diag["corrupted"], mean, std)]
+  columns += [pixels.to_uint8(x, mean, std) for x in diag["trajectory"]]
+  grid = image_grid.make_grid(columns, scale=max(1, 128 // config.data.image_size))
+  os.makedirs(os.path.join(workdir, "restorations"), exist_ok=True)
+  path = os.path.join(workdir, "restorations", f"step_{step:08d}.png")
+  image_grid.save_png(path, grid)
+  writer.write_images(step, {"restorations": grid[None]})
+
+  region = diag["region"]
+  denom = max(region.sum() * diag["clean"].shape[-1], 1.)
+  sq_err = lambda x: float((np.square(x - diag["clean"]) * region).sum() / denom)
+  scalars = {"eval/mse_corrupted": sq_err(diag["corrupted"]),
+             "eval/energy_clean": float(diag["energy_clean"]),
+             "eval/energy_corrupted": float(diag["energy_corrupted"])}
+  for k, x in enumerate(diag["trajectory"]):
+    scalars[f"eval/mse_restored_{k + 1}"] = sq_err(x)
+    scalars[f"eval/energy_restored_{k + 1}"] = float(diag["energy_restored"][k])
+  return scalars
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Pretrains as `config` says, resuming from `workdir` if it holds checkpoints.
+
+  Returns the last logged scalars (for tests and scripts).
+  """
+  # ---------------------------------------------------------------- set-up
+  config_validation.validate_pretraining(config, jax.device_count())
+  config_validation.check_workdir(workdir)
+  input_pipeline.hide_accelerators_from_tf()
+  mesh = mesh_lib.create_mesh(config.mesh)
+  replicated = mesh_lib.replicated(mesh)
+  is_chief = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=not is_chief, asynchronous=True)
+
+  # ---------------------------------------------------------- model, optimizer
+  model = create_vit(config.model)
+  tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps)
+  init = functools.partial(pretraining.init_state, model, tx, config)
+  abstract_state = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
+  state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+
+  # ----------------------------------------------------- fresh or resumed state
+  manager = checkpointing.create_manager(workdir, config)
+  state = checkpointing.restore_latest(
+      manager, checkpointing.abstract_like(abstract_state, state_sharding))
+  if state is None:
+    state = jax.jit(init, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
+    logging.info("Initialized a new run in %s", workdir)
+  start_step = int(state["step"])
+  if start_step:
+    logging.info("Resumed from the checkpoint of step %d", start_step)
+  num_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]["model"]))
+  logging.info("ViT parameters: %.2fM", num_params / 1e6)
+
+  # ------------------------------------------------------------------- input
+  train_iter = input_pipeline.create_pretraining_iterator(
+      config.data, global_batch_size=config.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      start_step=start_step, workdir=workdir)
+  grid_images = jax.device_put(
+      input_pipeline.eval_images(config.data, config.num_grid_images), replicated)
+
+  # ------------------------------------------------------------- jitted steps
+  train_step = jax.jit(
+      functools.partial(pretraining.train_step, model=model, config=config, tx=tx,
+                        schedule=schedule),
+      in_shardings=(state_sharding, mesh_lib.batch_sharding(mesh)),
+      out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+  diagnostics = jax.jit(functools.partial(
+      pretraining.restoration_diagnostics, model=model, config=config))
+  grid_rng = jax.random.PRNGKey(config.seed + 1)  # Same corruption every time.
+
+  # -------------------------------------------------------------------- loop
+  progress = periodic_actions.ReportProgress(
+      num_train_steps=config.num_train_steps, writer=writer,
+      every_steps=config.log_every_steps)
+  pending_losses, pending_grad_norms, pending_from = [], [], start_step + 1
+  scalars, metrics = {}, None
+  timer_step, timer = start_step, time.perf_counter()
+  for step in range(start_step + 1, config.num_train_steps + 1):
+    batch = mesh_lib.global_batch(next(train_iter), mesh)
+    state, metrics = train_step(state, batch)
+    pending_losses.append(metrics["loss"])
+    pending_grad_norms.append(metrics["grad_norm"])
+    progress(step)
+
+    is_last = step == config.num_train_steps
+    saving = is_last or manager.should_save(step)
+    if saving or step % config.log_every_steps == 0:
+      bad = first_non_finite(pending_losses, pending_grad_norms, pending_from)
+      if bad is not None:
+        manager.wait_until_finished()
+        raise FloatingPointError(
+            f"non-finite loss or gradient at step {bad}; the last good checkpoint is "
+            f"step {manager.latest_step()} in {workdir}")
+      loss_mean = float(np.mean(jax.device_get(pending_losses)))
+      pending_losses, pending_grad_norms, pending_from = [], [], step + 1
+
+    if step % config.log_every_steps == 0 or is_last:
+      elapsed = time.perf_counter() - timer
+      scalars = step_metrics(metrics, "train/")
+      scalars["train/loss"] = loss_mean
+      scalars["train/images_per_sec"] = (step - timer_step) * config.batch_size / elapsed
+      writer.write_scalars(step, scalars)
+      timer_step, timer = step, time.perf_counter()
+
+    if step % config.image_every_steps == 0 or is_last:
+      diag = diagnostics(state["params"], grid_images, grid_rng)
+      if is_chief:
+        eval_scalars = write_restorations(workdir, step, diag, config, writer)
+        writer.write_scalars(step, eval_scalars)
+        scalars.update(eval_scalars)
+
+    if saving and checkpointing.save(manager, step, state, force=is_last):
+      if config.data.checkpoint_iterator:
+        train_iter.save(input_pipeline.iterator_state_path(
+            workdir, step, jax.process_index()))
+
+  manager.wait_until_finished()
+  manager.close()
+  writer.flush()
+  return scalars

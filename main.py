@@ -1,0 +1,45 @@
+"""ebm-vision entry point.
+
+  python main.py --config=configs/demo.py --workdir=/tmp/ebm_demo
+  python main.py --config=configs/vit_b_mask.py --workdir=gs://bucket/run \
+      --config.data.data_dir=gs://bucket/tensorflow_datasets
+
+Any config field can be overridden with --config.<field>=<value>.
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ebm_vision import config_validation
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file (a .py with get_config()).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard logs and images go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries(logging.logging.Filter):
+  """Drops the per-save INFO chatter of Orbax; warnings and errors still show."""
+
+  def filter(self, record):
+    return record.levelno > logging.logging.INFO or "orbax" not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  # Imported here so that --help and flag errors do not wait for JAX and TF.
+  from ebm_vision import train  # pylint: disable=g-import-not-at-top
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.info("Config:\n%s", FLAGS.config)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (config_validation.ConfigError, FileNotFoundError, FloatingPointError) as e:
+    logging.error("%s", e)
+    sys.exit(f"ebm-vision: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)
