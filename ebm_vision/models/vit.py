@@ -143,7 +143,7 @@ class ViT(nn.Module):
 
   Keys: `tokens` (last block output before the final norm, [B, N, D]),
   `encoded` (after `encoder_norm`), `pre_logits` (pooled, [B, D]) and, with
-  `num_classes`, `logits`. All outputs are float32 whatever the compute dtype.
+  `num_classes`, `logits`. Outputs are float32 when computing in bfloat16.
   """
   width: int
   depth: int
@@ -176,10 +176,10 @@ class ViT(nn.Module):
     tokens, encoded = Encoder(self.depth, self.mlp_dim, self.num_heads,
                               self.drop_path_rate, self.dtype,
                               name="Transformer")(x, deterministic=not train)
-    out = {"tokens": tokens.astype(jnp.float32),
-           "encoded": encoded.astype(jnp.float32)}
+    out_dtype = jnp.promote_types(self.dtype, jnp.float32)
+    out = {"tokens": tokens.astype(out_dtype), "encoded": encoded.astype(out_dtype)}
     pooled = encoded[:, 0] if self.pool_type == "token" else encoded.mean(axis=1)
-    out["pre_logits"] = pooled.astype(jnp.float32)
+    out["pre_logits"] = pooled.astype(out_dtype)
     if self.num_classes:
       out["logits"] = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                                name="head")(out["pre_logits"])

@@ -1,0 +1,162 @@
+"""Energy, restoration and the second-order restoration loss."""
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ebm_vision import energy, models, pretraining
+from ebm_vision.models import vit
+
+
+@pytest.mark.parametrize("readout", energy.READOUTS)
+def test_energy_is_one_float32_per_image(tiny_config, readout):
+  model = models.create_vit(tiny_config.model)
+  params = pretraining.init_params(model, tiny_config, jax.random.PRNGKey(0))["model"]
+  x = jax.random.normal(jax.random.PRNGKey(1), (5, 16, 16, 3))
+  e = energy.energy(model, params, x, readout=readout)
+  chex.assert_shape(e, (5,))
+  chex.assert_type(e, jnp.float32)
+  assert np.all(np.asarray(e) > 0)
+  # Per-image: changing image 0 changes only energy 0.
+  e2 = energy.energy(model, params, x.at[0].multiply(2.), readout=readout)
+  assert e2[0] != e[0]
+  np.testing.assert_array_equal(e2[1:], e[1:])
+
+
+def _loss_fn(model, clean, corrupted, region, remat, steps="all", norm_pix=False):
+  def loss(params):
+    efn = functools.partial(energy.energy, model, params["model"])
+    alphas = energy.step_sizes(params["raw_step_size"])
+    traj, _ = energy.restore(efn, corrupted, alphas, jax.random.PRNGKey(0),
+                             update_mask=region, remat=remat)
+    return energy.restoration_loss(traj, clean, region, steps=steps,
+                                   patch_size=2 if norm_pix else None)[0]
+  return loss
+
+
+def test_parameter_gradient_matches_central_finite_differences():
+  """The gradient flows through ∇ₓE (second order); float64 for exact differences."""
+  with jax.enable_x64(True):
+    model = vit.ViT(width=8, depth=1, mlp_dim=16, num_heads=2, patch_size=2,
+                    dtype=jnp.float64)
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    clean = jax.random.normal(k[0], (2, 4, 4, 3), jnp.float64)
+    region = jnp.zeros((2, 4, 4, 1)).at[:, :2].set(1.).astype(jnp.float64)
+    corrupted = jnp.where(region > 0, jax.random.normal(k[1], clean.shape, jnp.float64), clean)
+    params = {"model": model.init(k[2], clean)["params"],
+              "raw_step_size": jnp.array([0.3, -0.2], jnp.float64)}
+    params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+    loss = jax.jit(_loss_fn(model, clean, corrupted, region, "none", norm_pix=True))
+    grads = jax.grad(loss)(params)
+    # The classic mistake (input gradient taken without its graph) leaves the
+    # network's weights without gradient: they must have one.
+    assert float(jnp.abs(grads["model"]["embedding"]["kernel"]).max()) > 1e-6
+    assert float(jnp.abs(grads["model"]["Transformer"]["encoderblock_0"]["MlpBlock_0"]
+                         ["Dense_1"]["kernel"]).max()) > 1e-6
+    leaves, treedef = jax.tree.flatten(params)
+    for i in range(3):
+      direction = jax.tree.unflatten(treedef, [
+          jax.random.normal(jax.random.fold_in(k[3], 10 * i + j), x.shape, x.dtype)
+          for j, x in enumerate(leaves)])
+      eps = 1e-5
+      shifted = lambda s: jax.tree.map(lambda p, d: p + s * eps * d, params, direction)
+      numeric = (loss(shifted(1.)) - loss(shifted(-1.))) / (2 * eps)
+      analytic = sum(jnp.vdot(g, d) for g, d in
+                     zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
+      np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
+
+
+@pytest.mark.parametrize("remat", ["nothing_saveable", "dots_saveable"])
+def test_rematerialized_restoration_gives_plain_autodiff_gradients(remat):
+  model = vit.ViT(width=32, depth=2, mlp_dim=64, num_heads=2, patch_size=4)
+  k = jax.random.split(jax.random.PRNGKey(3), 3)
+  clean = jax.random.normal(k[0], (2, 16, 16, 3))
+  region = jnp.ones((2, 16, 16, 1))
+  corrupted = clean + jax.random.normal(k[1], clean.shape)
+  params = {"model": model.init(k[2], clean)["params"], "raw_step_size": jnp.ones(3)}
+  plain = jax.grad(_loss_fn(model, clean, corrupted, region, "none"))(params)
+  other = jax.grad(_loss_fn(model, clean, corrupted, region, remat))(params)
+  chex.assert_trees_all_close(plain, other, rtol=1e-4, atol=1e-7)
+
+
+def test_update_mask_freezes_uncorrupted_pixels():
+  efn = lambda x: 0.5 * jnp.sum(jnp.square(x), axis=(1, 2, 3))  # ∇ₓE = x.
+  x0 = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+  mask = jnp.zeros((2, 8, 8, 1)).at[:, :4].set(1.)
+  traj, energies = energy.restore(efn, x0, jnp.array([0.25, 0.5]), jax.random.PRNGKey(1),
+                                  update_mask=mask)
+  chex.assert_shape(traj, (2, 2, 8, 8, 3))
+  chex.assert_shape(energies, (2, 2))
+  np.testing.assert_array_equal(traj[:, :, 4:], jnp.broadcast_to(x0[:, 4:], traj[:, :, 4:].shape))
+  # On E = ½‖x‖², each step scales the moving pixels by (1 − α).
+  np.testing.assert_allclose(traj[1, :, :4], x0[:, :4] * 0.75 * 0.5, rtol=1e-6)
+  np.testing.assert_allclose(energies[0], efn(x0), rtol=1e-6)
+
+
+def test_langevin_noise_has_the_langevin_variance():
+  efn = lambda x: jnp.zeros(x.shape[0])  # No drift: only noise moves pixels.
+  x0 = jnp.zeros((64, 16, 16, 3))
+  alphas = jnp.array([0.5, 0.125])
+  traj, _ = energy.restore(efn, x0, alphas, jax.random.PRNGKey(0), langevin_noise_scale=0.3)
+  expected_var = 2 * 0.3**2 * np.cumsum(alphas)
+  np.testing.assert_allclose(np.var(traj, axis=(1, 2, 3, 4)), expected_var, rtol=0.05)
+
+
+def test_step_sizes_are_positive_and_start_at_init():
+  raw = energy.raw_step_size_init(0.05, 3)
+  np.testing.assert_allclose(energy.step_sizes(raw), [0.05] * 3, rtol=1e-5)
+  assert np.all(np.asarray(energy.step_sizes(jnp.array([-50., 0., 50.]))) > 0)
+
+
+def test_loss_region_and_steps():
+  clean = jnp.zeros((1, 4, 4, 3))
+  traj = jnp.stack([jnp.ones_like(clean), 3 * jnp.ones_like(clean)])
+  region = jnp.zeros((1, 4, 4, 1)).at[:, :2].set(1.)
+  loss, per_step = energy.restoration_loss(traj.at[:, :, 2:].set(100.), clean, region)
+  np.testing.assert_allclose(per_step, [1., 9.])  # Pixels outside the region do not count.
+  np.testing.assert_allclose(loss, 5.)
+  last, _ = energy.restoration_loss(traj, clean, region, steps="last")
+  np.testing.assert_allclose(last, 9.)
+  huber, _ = energy.restoration_loss(traj, clean, region, loss_type="smooth_l1")
+  np.testing.assert_allclose(huber, (0.5 + 2.5) / 2)
+
+
+def test_training_makes_restoration_beat_the_corrupted_input(tiny_config):
+  """A few dozen steps on smooth images: restored masked pixels beat the noise fill."""
+  c = tiny_config
+  c.restore.num_steps = 1
+  c.optimizer.warmup_steps = 5
+  c.num_train_steps = 60
+  c.corruption.mask.ratio = 0.5
+  c.loss.norm_pix = False
+  model = models.create_vit(c.model)
+  from ebm_vision.optimizer import create_optimizer
+  tx, schedule = create_optimizer(c.optimizer, c.batch_size, c.num_train_steps)
+  state = pretraining.init_state(model, tx, c, jax.random.PRNGKey(0))
+  step = jax.jit(functools.partial(pretraining.train_step, model=model, config=c, tx=tx,
+                                   schedule=schedule))
+  diag = jax.jit(functools.partial(pretraining.restoration_diagnostics, model=model, config=c))
+
+  def smooth_images(key, n):  # Random low-frequency colour fields, uint8.
+    coarse = jax.random.uniform(key, (n, 2, 2, 3), minval=40, maxval=215)
+    return jnp.round(jax.image.resize(coarse, (n, 16, 16, 3), "linear")).astype(jnp.uint8)
+
+  held_out = smooth_images(jax.random.PRNGKey(99), 32)
+
+  def masked_mse(d, x):
+    return float(((x - d["clean"])**2 * d["region"]).sum() / (d["region"].sum() * 3))
+
+  before = diag(state["params"], held_out, jax.random.PRNGKey(5))
+  losses = []
+  for i in range(c.num_train_steps):
+    state, m = step(state, {"image": smooth_images(jax.random.PRNGKey(i), c.batch_size)})
+    losses.append(float(m["loss"]))
+  after = diag(state["params"], held_out, jax.random.PRNGKey(5))
+  corrupted = masked_mse(after, after["corrupted"])
+  restored = masked_mse(after, after["trajectory"][-1])
+  assert restored < 0.6 * corrupted
+  assert restored < 0.7 * masked_mse(before, before["trajectory"][-1])
+  assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5])
