@@ -9,10 +9,16 @@ import orbax.checkpoint as ocp
 
 
 def create_manager(workdir: str, config) -> ocp.CheckpointManager:
-  """A manager of `workdir`/checkpoints keeping the newest `max_checkpoints_to_keep`."""
+  """A manager of `workdir`/checkpoints keeping the newest `max_checkpoints_to_keep`.
+
+  It saves every `checkpoint_every_steps` steps and at a preemption notice.
+  """
+  policies = ocp.checkpoint_managers
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.max_checkpoints_to_keep,
-      save_interval_steps=config.checkpoint_every_steps,
+      save_decision_policy=policies.AnySavePolicy([
+          policies.FixedIntervalPolicy(config.checkpoint_every_steps),
+          policies.PreemptionCheckpointingPolicy()]),
       enable_async_checkpointing=config.async_checkpointing)
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
                                options=options)

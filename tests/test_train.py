@@ -1,0 +1,74 @@
+"""The training loop end to end: outputs, exact resume after a crash, NaN handling."""
+import glob
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from ebm_vision import input_pipeline, train
+
+
+def saved_params(workdir, step):
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  return ocp.StandardCheckpointer().restore(os.path.abspath(path))["params"]
+
+
+def test_run_writes_checkpoints_images_and_metrics(tiny_config, tmp_path):
+  scalars = train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+  assert len(glob.glob(str(tmp_path / "restorations" / "step_*.png"))) == 2
+  assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
+  for key in ("train/loss", "train/loss_per_step_2", "train/step_size_1", "train/grad_norm",
+              "train/learning_rate", "train/images_per_sec", "eval/energy_clean",
+              "eval/energy_corrupted", "eval/mse_restored_2"):
+    assert np.isfinite(scalars[key]), key
+
+
+class CrashAfter:
+  """Wraps a data iterator and raises after `n` batches, like a preempted job."""
+
+  def __init__(self, iterator, n):
+    self.iterator, self.n = iterator, n
+
+  def __next__(self):
+    if self.n == 0:
+      raise KeyboardInterrupt("simulated preemption")
+    self.n -= 1
+    return next(self.iterator)
+
+  def save(self, path):
+    self.iterator.save(path)
+
+
+def test_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
+  c = tiny_config
+  c.num_train_steps, c.checkpoint_every_steps = 6, 3
+  c.data.checkpoint_iterator = True  # Exact data order after a resume.
+  train.train_and_evaluate(c, str(tmp_path / "straight"))
+
+  make_iterator = input_pipeline.create_pretraining_iterator
+  monkeypatch.setattr(input_pipeline, "create_pretraining_iterator",
+                      lambda *a, **kw: CrashAfter(make_iterator(*a, **kw), 4))
+  with pytest.raises(KeyboardInterrupt):  # Crashes while fetching step 5's batch.
+    train.train_and_evaluate(c, str(tmp_path / "resumed"))
+  assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["3"]
+  monkeypatch.setattr(input_pipeline, "create_pretraining_iterator", make_iterator)
+  train.train_and_evaluate(c, str(tmp_path / "resumed"))  # Resumes at step 3.
+
+  straight, resumed = saved_params(tmp_path / "straight", 6), saved_params(tmp_path / "resumed", 6)
+  for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
+    tiny_config, tmp_path):
+  c = tiny_config
+  train.train_and_evaluate(c, str(tmp_path))  # Good checkpoints at steps 2 and 4.
+  c.num_train_steps = 8
+  c.optimizer.learning_rate_per_256 = 1e30  # Blows the parameters up at step 5.
+  with pytest.raises(FloatingPointError, match=r"step [56];.*last good checkpoint is step 4"):
+    train.train_and_evaluate(c, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(saved_params(tmp_path, 4)))
