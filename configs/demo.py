@@ -13,7 +13,7 @@ def get_config(arg=None):
   del arg
   c = common.get_pretraining_config()
   c.batch_size = 32
-  c.num_train_steps = 1500
+  c.num_train_steps = 1000
   c.model.variant = "Ti/4"
   c.model.width, c.model.depth, c.model.num_heads, c.model.mlp_dim = 128, 4, 4, 512
   c.model.compute_dtype = "float32"  # bf16 is slower than float32 on CPUs.

@@ -34,8 +34,10 @@ def validate_pretraining(config, num_devices: int) -> None:
   """Raises ConfigError naming the first field with a value that cannot work."""
   try:
     kw = vit_kwargs(config.model)
-  except ValueError as e:
-    raise ConfigError(f"config.model.variant: {e}") from None
+  except ValueError:
+    raise ConfigError(f"config.model.variant={config.model.variant!r}: must be "
+                      f"'<size>/<patch>' with size in {list(vit.VARIANTS)}, e.g. 'B/16'"
+                      ) from None
   _choice(config, "model.posemb", vit.POSEMBS)
   _choice(config, "model.pool_type", vit.POOLS)
   _choice(config, "model.compute_dtype", vit.DTYPES)

@@ -1,0 +1,30 @@
+"""Small real-data pretraining: `tiny_imagenet_a` (64×64, 101 classes), ViT-Ti/8, masking.
+
+  python main.py --config=configs/tiny_imagenet_mask.py --workdir=$WORKDIR
+
+Reads the prepared data set in ../shared/data/tfds (data.data_dir); 64 tokens of
+width 192 per image. 100 epochs of 50,500 images at batch 256 (19,700 steps):
+a GPU run; on a 2-core CPU, shorten it with --config.num_train_steps.
+"""
+from configs import common
+
+STEPS_PER_EPOCH = 50_500 // 256
+
+
+def get_config(arg=None):
+  """arg: unused; accepted for the big_vision-style 'file.py:arg' syntax."""
+  del arg
+  c = common.get_pretraining_config()
+  c.batch_size = 256
+  c.num_train_steps = 100 * STEPS_PER_EPOCH
+  c.model.variant = "Ti/8"  # 8·8·3 = 192 values per patch = the width.
+  c.data.name = "tiny_imagenet_a"
+  c.data.data_dir = "../shared/data/tfds"  # Relative to the repository root.
+  c.data.image_size = 64
+  c.data.eval_crop_fraction = 1.0  # Images are already 64×64: no centre crop.
+  c.data.shuffle_buffer = 20_000
+  c.optimizer.learning_rate_per_256 = 1e-3  # Small models train well with a higher rate.
+  c.optimizer.warmup_steps = 5 * STEPS_PER_EPOCH
+  c.log_every_steps = 50
+  c.image_every_steps = 1000
+  return c

@@ -1,0 +1,59 @@
+"""Configs load and validate; a bad value fails at start-up naming its field."""
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+from ml_collections import config_flags
+
+from ebm_vision import config_validation
+from ebm_vision.config_validation import ConfigError
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                 if os.path.basename(p) not in ("__init__.py", "common.py"))
+
+
+def load(path):
+  return config_flags.config_flags._LoadConfigModule("config", path).get_config()  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_config_is_valid(path):
+  config_validation.validate_pretraining(load(path), num_devices=8)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("energy.readout", "linear"), ("restore.remat", "full"), ("restore.num_steps", 0),
+    ("restore.update_region", "inside"), ("loss.type", "l1"), ("loss.steps", "first"),
+    ("corruption.name", "jigsaw"), ("corruption.mask.fill", "blue"),
+    ("corruption.mask.ratio", 1.0), ("model.compute_dtype", "float16"),
+    ("model.variant", "Q/16"), ("model.posemb", "rope"), ("data.source", "s3"),
+    ("data.image_size", 30), ("batch_size", 12), ("model.num_heads", 5),
+])
+def test_bad_value_names_its_field(tiny_config, field, value):
+  section, _, name = field.rpartition(".")
+  node = tiny_config
+  for part in filter(None, section.split(".")):
+    node = node[part]
+  node[name] = value
+  with pytest.raises(ConfigError, match=f"config.{field}="):
+    config_validation.validate_pretraining(tiny_config, num_devices=8)
+
+
+def test_unwritable_workdir_fails_in_one_line(tmp_path):
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(ConfigError, match="not writable"):
+    config_validation.check_workdir(str(tmp_path / "a_file" / "run"))
+
+
+def test_main_rejects_a_bad_override_in_one_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={tmp_path}",
+       "--config.energy.readout=bogus"], cwd=ROOT, capture_output=True, text=True,
+      timeout=300)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      "ebm-vision: config.energy.readout='bogus': must be one of "
+      "['sq_norm', 'sq_norm_pooled']")
