@@ -8,7 +8,10 @@ config and its iterator state can be saved and restored exactly.
 from __future__ import annotations
 
 import os
-from typing import Iterator, Optional
+import shutil
+from typing import Iterable, Iterator, Optional
+
+from absl import logging
 
 import numpy as np
 import tensorflow as tf
@@ -219,6 +222,16 @@ def iterator_state_path(workdir: str, step: int, process_index: int) -> str:
   return os.path.join(workdir, "data_state", str(step), f"process_{process_index}")
 
 
+def prune_iterator_states(workdir: str, keep_steps: Iterable[int]) -> None:
+  """Deletes saved iterator states of checkpoints that no longer exist."""
+  root = os.path.join(workdir, "data_state")
+  keep = {str(s) for s in keep_steps}
+  for name in tf.io.gfile.listdir(root) if tf.io.gfile.isdir(root) else []:
+    name = name.rstrip("/")
+    if name not in keep:
+      shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
 def create_pretraining_iterator(data_config, *, global_batch_size: int, seed: int,
                                 process_index: int, process_count: int,
                                 start_step: int = 0, workdir: Optional[str] = None
@@ -233,12 +246,20 @@ def create_pretraining_iterator(data_config, *, global_batch_size: int, seed: in
   if global_batch_size % process_count:
     raise ValueError(f"batch_size={global_batch_size} is not divisible by the "
                      f"{process_count} processes")
-  exact = data_config.checkpoint_iterator and workdir is not None
-  stream_seed = seed if (exact or start_step == 0) else hash((seed, start_step)) % 2**31
+  state_path = None
+  if start_step and data_config.checkpoint_iterator and workdir:
+    state_path = iterator_state_path(workdir, start_step, process_index)
+    if not tf.io.gfile.exists(state_path + ".index"):
+      logging.warning("No saved data iterator state at %s: starting a re-seeded stream.",
+                      state_path)
+      state_path = None
+  stream_seed = seed
+  if start_step and state_path is None:
+    stream_seed = int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0] >> 1)
   ds = pretraining_dataset(data_config, local_batch_size=global_batch_size // process_count,
                            seed=stream_seed, process_index=process_index,
                            process_count=process_count)
   iterator = DataIterator(ds)
-  if exact and start_step > 0:
-    iterator.restore(iterator_state_path(workdir, start_step, process_index))
+  if state_path:
+    iterator.restore(state_path)
   return iterator

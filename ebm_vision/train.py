@@ -165,6 +165,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if config.data.checkpoint_iterator:
         train_iter.save(input_pipeline.iterator_state_path(
             workdir, step, jax.process_index()))
+        input_pipeline.prune_iterator_states(workdir, [*manager.all_steps(), step])
 
   manager.wait_until_finished()
   manager.close()

@@ -44,19 +44,22 @@ class CrashAfter:
 
 def test_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
   c = tiny_config
-  c.num_train_steps, c.checkpoint_every_steps = 6, 3
+  c.num_train_steps, c.checkpoint_every_steps, c.max_checkpoints_to_keep = 6, 2, 2
   c.data.checkpoint_iterator = True  # Exact data order after a resume.
   train.train_and_evaluate(c, str(tmp_path / "straight"))
 
   make_iterator = input_pipeline.create_pretraining_iterator
   monkeypatch.setattr(input_pipeline, "create_pretraining_iterator",
-                      lambda *a, **kw: CrashAfter(make_iterator(*a, **kw), 4))
-  with pytest.raises(KeyboardInterrupt):  # Crashes while fetching step 5's batch.
+                      lambda *a, **kw: CrashAfter(make_iterator(*a, **kw), 5))
+  with pytest.raises(KeyboardInterrupt):  # Crashes while fetching step 6's batch.
     train.train_and_evaluate(c, str(tmp_path / "resumed"))
-  assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["3"]
+  assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["2", "4"]
   monkeypatch.setattr(input_pipeline, "create_pretraining_iterator", make_iterator)
-  train.train_and_evaluate(c, str(tmp_path / "resumed"))  # Resumes at step 3.
+  train.train_and_evaluate(c, str(tmp_path / "resumed"))  # Resumes at step 4.
 
+  # Iterator states follow the checkpoints Orbax keeps.
+  assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["4", "6"]
+  assert sorted(os.listdir(tmp_path / "resumed" / "data_state")) == ["4", "6"]
   straight, resumed = saved_params(tmp_path / "straight", 6), saved_params(tmp_path / "resumed", 6)
   for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
