@@ -17,6 +17,9 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (a .py with get_config()).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard logs and images go.")
+flags.DEFINE_enum("mode", "train", ["train", "restore"],
+                  "'train' pretrains (resuming from --workdir); 'restore' writes restoration "
+                  "grids and PSNR/SSIM per task for the latest checkpoint in --workdir.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -31,11 +34,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so that --help and flag errors do not wait for JAX and TF.
-  from ebm_vision import train  # pylint: disable=g-import-not-at-top
+  from ebm_vision import train, viewer  # pylint: disable=g-import-not-at-top
   logging.get_absl_handler().addFilter(_QuietLibraries())
   logging.info("Config:\n%s", FLAGS.config)
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if FLAGS.mode == "restore":
+      viewer.restore_and_report(FLAGS.config, FLAGS.workdir)
+    else:
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (config_validation.ConfigError, FileNotFoundError, FloatingPointError) as e:
     logging.error("%s", e)
     sys.exit(f"ebm-vision: {e}")

@@ -48,10 +48,25 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.loss.norm_pix = True  # Measure errors in units of each clean patch's std (MAE's norm_pix_loss).
 
   c.corruption = ml_collections.ConfigDict()
-  c.corruption.name = "mask"  # Pretext task, a key of ebm_vision.corruptions.CORRUPTIONS.
+  c.corruption.name = "mask"  # Pretext task: 'mask', 'sort', 'sr', 'denoise', 'color', or 'mix' / 'compose' of several.
   c.corruption.mask = ml_collections.ConfigDict()
   c.corruption.mask.ratio = 0.75  # Fraction of patches masked (MAE: 0.75).
   c.corruption.mask.fill = "noise"  # Masked pixels: 'noise' (N(0,1)), 'zeros' (mean colour) or 'mean' (image mean).
+  c.corruption.sort = ml_collections.ConfigDict()
+  c.corruption.sort.ratio = 0.5  # Fraction of patches that trade places (along one random cycle).
+  c.corruption.sr = ml_collections.ConfigDict()
+  c.corruption.sr.factors = (2, 4)  # Down-sampling factor, drawn per image.
+  c.corruption.sr.down_method = "area"  # Down-sampling filter: 'area' (block mean), 'bilinear' or 'bicubic' (antialiased).
+  c.corruption.sr.up_method = "bicubic"  # Up-sampling back to full size: 'nearest', 'bilinear' or 'bicubic'.
+  c.corruption.denoise = ml_collections.ConfigDict()
+  c.corruption.denoise.sigma_min = 0.05  # Smallest noise std, in [0, 1] pixel units.
+  c.corruption.denoise.sigma_max = 0.3  # Largest noise std; σ is uniform in between, per image.
+  c.corruption.color = ml_collections.ConfigDict()  # Colorization (grayscale input) has no options.
+  c.corruption.mix = ml_collections.ConfigDict()
+  c.corruption.mix.tasks = ("mask", "sort", "sr", "denoise", "color")  # name='mix': one of these per image...
+  c.corruption.mix.weights = (1., 1., 1., 1., 1.)  # ...drawn with these relative weights.
+  c.corruption.compose = ml_collections.ConfigDict()
+  c.corruption.compose.tasks = ("mask", "denoise")  # name='compose': all of these, in order, on every image.
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "tfds"  # 'tfds' (a prepared TFDS data set) or 'dead_leaves' (procedural, offline).
@@ -77,11 +92,21 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.05  # Decoupled weight decay on weight matrices only.
   c.optimizer.grad_clip_norm = 1.0  # Clip the global gradient norm; 0 disables.
 
+  c.viewer = ml_collections.ConfigDict()  # main.py --mode=restore: restorations of a checkpoint.
+  c.viewer.source = "tfds"  # Images to restore: 'tfds' or 'dead_leaves'.
+  c.viewer.name = "imagenet_samples"  # TFDS data set (1000 real ImageNet photos in ../shared).
+  c.viewer.data_dir = "../shared/data/tfds"  # Its TFDS data_dir (relative to the repository root).
+  c.viewer.split = "test"  # Split whose first images are restored.
+  c.viewer.num_images = 64  # Images the metrics average over.
+  c.viewer.num_grid_images = 8  # Images shown in each task's grid.
+  c.viewer.tasks = ("mask", "sort", "sr", "denoise", "color")  # Tasks shown and measured.
+
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # Devices on the data-parallel axis; -1 means all devices.
 
   c.log_every_steps = 100  # Scalars to TensorBoard and the console.
-  c.image_every_steps = 2000  # Restoration grid PNG and held-out metrics.
+  c.image_every_steps = 2000  # Restoration grid PNGs and held-out metrics.
+  c.eval_tasks = ("mask", "sort", "sr", "denoise", "color")  # Tasks measured on the held-out batch.
   c.num_grid_images = 8  # Held-out images in the restoration grid.
   c.checkpoint_every_steps = 1000  # Orbax checkpoint interval.
   c.max_checkpoints_to_keep = 3  # Older checkpoints are deleted.

@@ -27,6 +27,7 @@ def get_config(arg=None):
   c.optimizer.learning_rate_per_256 = 0.024  # Peak 3e-3 at batch 32.
   c.optimizer.warmup_steps = 100
   c.optimizer.weight_decay = 0.05
+  c.viewer.source = "dead_leaves"  # --mode=restore on held-out dead-leaves images.
   c.log_every_steps = 50
   c.image_every_steps = 250
   c.checkpoint_every_steps = 500

@@ -60,10 +60,38 @@ def validate_pretraining(config, num_devices: int) -> None:
   _choice(config, "loss.region", energy.REGIONS)
   _choice(config, "loss.steps", energy.LOSS_STEPS)
 
-  _choice(config, "corruption.name", corruptions.CORRUPTIONS)
-  if config.corruption.name == "mask":
+  tasks = (*corruptions.CORRUPTIONS, *corruptions.COMBINATIONS)
+  _choice(config, "corruption.name", tasks)
+  for i, task in enumerate(config.eval_tasks):
+    if task not in tasks:
+      raise ConfigError(f"config.eval_tasks[{i}]={task!r}: must be one of {list(tasks)}")
+  used = {config.corruption.name, *config.eval_tasks}
+  for combination in corruptions.COMBINATIONS:
+    if combination in used:
+      for i, task in enumerate(config.corruption[combination].tasks):
+        if task not in corruptions.CORRUPTIONS:
+          raise ConfigError(f"config.corruption.{combination}.tasks[{i}]={task!r}: must be "
+                            f"one of {list(corruptions.CORRUPTIONS)}")
+      used |= set(config.corruption[combination].tasks)
+  if "mix" in used:
+    mix = config.corruption.mix
+    _check(len(mix.weights) == len(mix.tasks) and min(mix.weights) >= 0 < sum(mix.weights),
+           config, "corruption.mix.weights", "needs one weight ≥ 0 per task, not all 0")
+  if "mask" in used:
     _check(0 < config.corruption.mask.ratio < 1, config, "corruption.mask.ratio", "must be in (0, 1)")
     _choice(config, "corruption.mask.fill", corruptions.MASK_FILLS)
+  if "sort" in used:
+    _check(0 < config.corruption.sort.ratio <= 1, config, "corruption.sort.ratio", "must be in (0, 1]")
+  if "sr" in used:
+    _check(all(f >= 2 and config.data.image_size % f == 0 for f in config.corruption.sr.factors)
+           and len(config.corruption.sr.factors) > 0, config, "corruption.sr.factors",
+           f"need factors ≥ 2 that divide data.image_size={config.data.image_size}")
+    _choice(config, "corruption.sr.down_method", corruptions.DOWNSAMPLE_METHODS)
+    _choice(config, "corruption.sr.up_method", corruptions.UPSAMPLE_METHODS)
+  if "denoise" in used:
+    d = config.corruption.denoise
+    _check(0 <= d.sigma_min <= d.sigma_max, config, "corruption.denoise.sigma_min",
+           f"need 0 ≤ sigma_min ≤ sigma_max (sigma_max={d.sigma_max})")
 
   _choice(config, "data.source", DATA_SOURCES)
   _check(0 < config.data.crop_min_scale <= 1, config, "data.crop_min_scale", "must be in (0, 1]")

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ebm_vision.patches import patchify, unpatchify
+
 # Energy read-outs of the last block's tokens h [B, N, D] (before the final norm).
 # Both sum over tokens, so ∇ₓE per pixel does not shrink with the token count.
 # (The same on LayerNorm'd tokens is nearly constant at init, as ‖LN(h)‖² ≈ D,
@@ -102,21 +104,10 @@ def patch_normalizer(clean: jnp.ndarray, patch_size: int, eps: float = 1e-6):
   This is MAE's normalized-pixel target applied to both sides of the loss: the
   error of each patch is measured in units of that clean patch's contrast.
   """
-  b, h, w, c = clean.shape
-  p = patch_size
-
-  def patchify(x):
-    x = x.reshape(b, h // p, p, w // p, p, c)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // p, w // p, p * p * c)
-
-  def unpatchify(x):
-    x = x.reshape(b, h // p, w // p, p, p, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, h, w, c)
-
-  patches = patchify(clean)
+  patches = patchify(clean, patch_size)
   mean = patches.mean(-1, keepdims=True)
   std = jnp.sqrt(patches.var(-1, keepdims=True) + eps)
-  return lambda x: unpatchify((patchify(x) - mean) / std)
+  return lambda x: unpatchify((patchify(x, patch_size) - mean) / std, clean.shape, patch_size)
 
 
 def restoration_loss(trajectory: jnp.ndarray, clean: jnp.ndarray,

@@ -6,6 +6,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from ebm_vision import pixels
+
 
 def make_grid(columns: Sequence[np.ndarray], pad: int = 2, scale: int = 1) -> np.ndarray:
   """Lays out uint8 [N, H, W, 3] arrays side by side: row i = image i of every column."""
@@ -25,3 +27,14 @@ def make_grid(columns: Sequence[np.ndarray], pad: int = 2, scale: int = 1) -> np
 def save_png(path: str, image: np.ndarray) -> None:
   """Writes a uint8 [H, W, 3] array as PNG."""
   Image.fromarray(image).save(path)
+
+
+def restoration_grid(diag: dict, pixel_mean, pixel_std, min_height: int = 128) -> np.ndarray:
+  """Rows: images; columns: clean | corrupted | restored after each step.
+
+  Small images are enlarged (nearest neighbour) to at least `min_height` pixels.
+  """
+  to_uint8 = lambda x: pixels.to_uint8(x, pixel_mean, pixel_std)
+  columns = [to_uint8(diag["clean"]), to_uint8(diag["corrupted"])]
+  columns += [to_uint8(x) for x in diag["trajectory"]]
+  return make_grid(columns, scale=max(1, min_height // columns[0].shape[1]))

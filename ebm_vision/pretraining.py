@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ebm_vision import corruptions, energy, pixels
+from ebm_vision import corruptions, energy, image_metrics, pixels
 
 
 def init_params(model: nn.Module, config, rng: jax.Array) -> dict:
@@ -42,11 +42,21 @@ def energy_fn(model: nn.Module, config, params, dropout_rng=None):
                            readout=config.energy.readout, dropout_rng=dropout_rng)
 
 
-def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: bool):
-  """Corrupts `clean` (normalized) and restores it; returns the pieces of the loss."""
+def image_spec(model: nn.Module, config) -> corruptions.ImageSpec:
+  """Patch size and pixel normalization, as the corruptions need them."""
+  return corruptions.ImageSpec(model.patch_size, tuple(config.data.pixel_mean),
+                               tuple(config.data.pixel_std))
+
+
+def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: bool,
+                        corruption_config=None):
+  """Corrupts `clean` (normalized) and restores it; returns the pieces of the loss.
+
+  `corruption_config` defaults to `config.corruption` (the pretext task).
+  """
   corrupt_rng, restore_rng, dropout_rng = jax.random.split(rng, 3)
-  corrupted = corruptions.corrupt(clean, corrupt_rng, config.corruption,
-                                  model.patch_size)
+  corrupted = corruptions.corrupt(clean, corrupt_rng, corruption_config or config.corruption,
+                                  image_spec(model, config))
   raw = params["restore"]["raw_step_size"]
   if not config.restore.learn_step_size:
     raw = jax.lax.stop_gradient(raw)
@@ -91,18 +101,34 @@ def train_step(state: dict, batch: dict, *, model: nn.Module, config,
   return new_state, metrics
 
 
-def restoration_diagnostics(params, images, rng, *, model: nn.Module, config) -> dict[str, Any]:
-  """Corrupts and restores uint8 `images` without drop path.
+def restoration_diagnostics(params, images, rng, *, model: nn.Module, config,
+                            corruption_config=None) -> dict[str, Any]:
+  """Corrupts and restores uint8 `images` without drop path, and measures the result.
 
-  Returns normalized `clean`, `corrupted`, `trajectory` [K, ...] and the mean
-  energies of the clean, corrupted and restored (after each step) images.
+  Returns normalized `clean`, `corrupted`, `region`, `trajectory` [K, ...] and
+  batch means of: energies (`energy_clean`, `energy_corrupted`,
+  `energy_restored` [K]); PSNR (dB) and SSIM in [0, 1] pixel space
+  (`psnr_corrupted`, `psnr_restored` [K], likewise `ssim_*`); squared error on
+  the corrupted region in normalized units (`mse_corrupted`, `mse_restored` [K]).
   """
-  clean = pixels.normalize(images, config.data.pixel_mean, config.data.pixel_std)
+  mean, std = jnp.asarray(config.data.pixel_mean), jnp.asarray(config.data.pixel_std)
+  clean = pixels.normalize(images, mean, std)
   corrupted, trajectory, energies, _ = corrupt_and_restore(
-      model, config, params, clean, rng, train=False)
+      model, config, params, clean, rng, train=False, corruption_config=corruption_config)
   e = energy_fn(model, config, params)
-  restored_energy = jax.vmap(e)(trajectory)
-  return {"clean": clean, "corrupted": corrupted.images, "region": corrupted.region,
+  to_unit = lambda x: jnp.clip(x * std + mean, 0., 1.)
+  region = corrupted.region
+  region_mse = lambda x: jnp.sum(jnp.square(x - clean) * region) / jnp.maximum(
+      region.sum() * clean.shape[-1], 1.)
+  per_step = lambda f: jax.vmap(f)(trajectory)
+  metric = lambda fn, x: fn(to_unit(x), to_unit(clean)).mean()
+  return {"clean": clean, "corrupted": corrupted.images, "region": region,
           "trajectory": trajectory,
           "energy_clean": e(clean).mean(), "energy_corrupted": energies[0].mean(),
-          "energy_restored": restored_energy.mean(axis=1)}
+          "energy_restored": per_step(lambda x: e(x).mean()),
+          "psnr_corrupted": metric(image_metrics.psnr, corrupted.images),
+          "psnr_restored": per_step(lambda x: metric(image_metrics.psnr, x)),
+          "ssim_corrupted": metric(image_metrics.ssim, corrupted.images),
+          "ssim_restored": per_step(lambda x: metric(image_metrics.ssim, x)),
+          "mse_corrupted": region_mse(corrupted.images),
+          "mse_restored": per_step(region_mse)}

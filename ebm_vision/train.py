@@ -17,7 +17,7 @@ from clu import metric_writers, periodic_actions
 
 from ebm_vision import checkpointing, config_validation, image_grid, input_pipeline
 from ebm_vision import mesh as mesh_lib
-from ebm_vision import pixels, pretraining
+from ebm_vision import pretraining
 from ebm_vision.models import create_vit
 from ebm_vision.optimizer import create_optimizer
 
@@ -42,29 +42,24 @@ def step_metrics(metrics: dict, prefix: str = "") -> dict:
   return out
 
 
-def write_restorations(workdir: str, step: int, diag: dict, config, writer) -> dict:
-  """Writes the clean | corrupted | restored-after-each-step grid; returns eval scalars."""
-  mean, std = config.data.pixel_mean, config.data.pixel_std
-  diag = jax.device_get(diag)
-  columns = [pixels.to_uint8(diag["clean"], mean, std),
-             pixels.to_uint8(diag["corrupted"], mean, std)]
-  columns += [pixels.to_uint8(x, mean, std) for x in diag["trajectory"]]
-  grid = image_grid.make_grid(columns, scale=max(1, 128 // config.data.image_size))
-  os.makedirs(os.path.join(workdir, "restorations"), exist_ok=True)
-  path = os.path.join(workdir, "restorations", f"step_{step:08d}.png")
-  image_grid.save_png(path, grid)
-  writer.write_images(step, {"restorations": grid[None]})
+IMAGE_KEYS = ("clean", "corrupted", "region", "trajectory")
 
-  region = diag["region"]
-  denom = max(region.sum() * diag["clean"].shape[-1], 1.)
-  sq_err = lambda x: float((np.square(x - diag["clean"]) * region).sum() / denom)
-  scalars = {"eval/mse_corrupted": sq_err(diag["corrupted"]),
-             "eval/energy_clean": float(diag["energy_clean"]),
-             "eval/energy_corrupted": float(diag["energy_corrupted"])}
-  for k, x in enumerate(diag["trajectory"]):
-    scalars[f"eval/mse_restored_{k + 1}"] = sq_err(x)
-    scalars[f"eval/energy_restored_{k + 1}"] = float(diag["energy_restored"][k])
-  return scalars
+
+def task_corruption(corruption_config, task: str):
+  """`corruption_config` with its task replaced by `task` (options kept)."""
+  c = corruption_config.copy_and_resolve_references()
+  c.name = task
+  return c
+
+
+def write_restorations(workdir: str, step: int, task: str, diag: dict, config, writer) -> dict:
+  """Writes the task's restoration grid (PNG and TensorBoard); returns its eval scalars."""
+  diag = jax.device_get(diag)
+  grid = image_grid.restoration_grid(diag, config.data.pixel_mean, config.data.pixel_std)
+  os.makedirs(os.path.join(workdir, "restorations"), exist_ok=True)
+  image_grid.save_png(os.path.join(workdir, "restorations", f"{task}_step_{step:08d}.png"), grid)
+  writer.write_images(step, {f"restorations/{task}": grid[None]})
+  return step_metrics({k: v for k, v in diag.items() if k not in IMAGE_KEYS}, f"eval/{task}/")
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -116,9 +111,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         schedule=schedule),
       in_shardings=(state_sharding, mesh_lib.batch_sharding(mesh)),
       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
-  diagnostics = jax.jit(functools.partial(
-      pretraining.restoration_diagnostics, model=model, config=config))
-  grid_rng = jax.random.PRNGKey(config.seed + 1)  # Same corruption every time.
+  diagnostics = {task: jax.jit(functools.partial(
+      pretraining.restoration_diagnostics, model=model, config=config,
+      corruption_config=task_corruption(config.corruption, task)))
+                 for task in config.eval_tasks}
+  grid_rng = jax.random.PRNGKey(config.seed + 1)  # Same corruptions every time.
 
   # -------------------------------------------------------------------- loop
   progress = periodic_actions.ReportProgress(
@@ -155,11 +152,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
       timer_step, timer = step, time.perf_counter()
 
     if step % config.image_every_steps == 0 or is_last:
-      diag = diagnostics(state["params"], grid_images, grid_rng)
-      if is_chief:
-        eval_scalars = write_restorations(workdir, step, diag, config, writer)
-        writer.write_scalars(step, eval_scalars)
-        scalars.update(eval_scalars)
+      for task, diagnose in diagnostics.items():
+        diag = diagnose(state["params"], grid_images, grid_rng)
+        if is_chief:
+          eval_scalars = write_restorations(workdir, step, task, diag, config, writer)
+          writer.write_scalars(step, eval_scalars)
+          scalars.update(eval_scalars)
 
     if saving and checkpointing.save(manager, step, state, force=is_last):
       if config.data.checkpoint_iterator:

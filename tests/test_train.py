@@ -7,7 +7,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from ebm_vision import input_pipeline, train
+from ebm_vision import corruptions, input_pipeline, train
 
 
 def saved_params(workdir, step):
@@ -16,14 +16,18 @@ def saved_params(workdir, step):
 
 
 def test_run_writes_checkpoints_images_and_metrics(tiny_config, tmp_path):
+  tiny_config.eval_tasks = tuple(corruptions.CORRUPTIONS)
   scalars = train.train_and_evaluate(tiny_config, str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
-  assert len(glob.glob(str(tmp_path / "restorations" / "step_*.png"))) == 2
   assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
   for key in ("train/loss", "train/loss_per_step_2", "train/step_size_1", "train/grad_norm",
-              "train/learning_rate", "train/images_per_sec", "eval/energy_clean",
-              "eval/energy_corrupted", "eval/mse_restored_2"):
+              "train/learning_rate", "train/images_per_sec"):
     assert np.isfinite(scalars[key]), key
+  for task in corruptions.CORRUPTIONS:
+    assert len(glob.glob(str(tmp_path / "restorations" / f"{task}_step_*.png"))) == 2
+    for key in ("energy_clean", "energy_corrupted", "energy_restored_2", "psnr_corrupted",
+                "psnr_restored_2", "ssim_corrupted", "ssim_restored_1", "mse_restored_2"):
+      assert np.isfinite(scalars[f"eval/{task}/{key}"]), (task, key)
 
 
 class CrashAfter:

@@ -1,0 +1,90 @@
+"""Restoration viewer: what a checkpoint does with every pretext task.
+
+  python main.py --config=<the run's config> --workdir=<the run's workdir> --mode=restore
+
+For each task of `config.viewer.tasks`, writes `<workdir>/viewer/<task>_step_<step>.png`
+(clean | corrupted | restored after each step) and PSNR / SSIM / energies per
+restoration step, averaged over `viewer.num_images` held-out images, to
+`<workdir>/viewer/metrics_step_<step>.json`; prints them as a table.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import jax
+from absl import logging
+
+from ebm_vision import checkpointing, config_validation, image_grid, input_pipeline
+from ebm_vision import mesh as mesh_lib
+from ebm_vision import pretraining
+from ebm_vision.models import create_vit
+from ebm_vision.optimizer import create_optimizer
+from ebm_vision.train import IMAGE_KEYS, step_metrics, task_corruption
+
+
+def viewer_data_config(config):
+  """`config.data` pointed at the viewer's images (same size and normalization)."""
+  d = config.data.copy_and_resolve_references()
+  v = config.viewer
+  d.source, d.name, d.data_dir, d.eval_split = v.source, v.name, v.data_dir, v.split
+  d.builder_dir = None
+  return d
+
+
+def format_table(metrics: dict[str, dict[str, float]], num_steps: int) -> str:
+  """One row per task: PSNR and SSIM of the corrupted input and after each step, energies."""
+  steps = range(1, num_steps + 1)
+  header = (["task", "PSNR in"] + [f"PSNR {k}" for k in steps] + ["SSIM in"] +
+            [f"SSIM {k}" for k in steps] + ["E clean", "E corrupted", f"E restored {num_steps}"])
+  rows = [header]
+  for task, m in metrics.items():
+    rows.append([task, f"{m['psnr_corrupted']:.2f}"] +
+                [f"{m[f'psnr_restored_{k}']:.2f}" for k in steps] +
+                [f"{m['ssim_corrupted']:.3f}"] + [f"{m[f'ssim_restored_{k}']:.3f}" for k in steps] +
+                [f"{m['energy_clean']:.4g}", f"{m['energy_corrupted']:.4g}",
+                 f"{m[f'energy_restored_{num_steps}']:.4g}"])
+  widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+  return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
+  """Loads the latest checkpoint of `workdir` and reports every viewer task."""
+  config_validation.validate_pretraining(config, jax.device_count())
+  input_pipeline.hide_accelerators_from_tf()
+  mesh = mesh_lib.create_mesh(config.mesh)
+  replicated = mesh_lib.replicated(mesh)
+  model = create_vit(config.model)
+  tx, _ = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps)
+  abstract = jax.eval_shape(functools.partial(pretraining.init_state, model, tx, config),
+                            jax.random.PRNGKey(0))
+  manager = checkpointing.create_manager(workdir, config)
+  state = checkpointing.restore_latest(
+      manager, checkpointing.abstract_like(abstract, jax.tree.map(lambda _: replicated, abstract)))
+  if state is None:
+    raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+  step = int(state["step"])
+  images = jax.device_put(
+      input_pipeline.eval_images(viewer_data_config(config), config.viewer.num_images),
+      replicated)
+  out_dir = os.path.join(workdir, "viewer")
+  os.makedirs(out_dir, exist_ok=True)
+  report = {}
+  for task in config.viewer.tasks:
+    diagnose = jax.jit(functools.partial(
+        pretraining.restoration_diagnostics, model=model, config=config,
+        corruption_config=task_corruption(config.corruption, task)))
+    diag = jax.device_get(diagnose(state["params"], images, jax.random.PRNGKey(config.seed + 1)))
+    shown = {k: v[:config.viewer.num_grid_images] if k != "trajectory"
+             else v[:, :config.viewer.num_grid_images] for k, v in diag.items() if k in IMAGE_KEYS}
+    image_grid.save_png(os.path.join(out_dir, f"{task}_step_{step:08d}.png"),
+                        image_grid.restoration_grid(shown, config.data.pixel_mean,
+                                                    config.data.pixel_std))
+    report[task] = step_metrics({k: v for k, v in diag.items() if k not in IMAGE_KEYS})
+  with open(os.path.join(out_dir, f"metrics_step_{step:08d}.json"), "w") as f:
+    json.dump(report, f, indent=1)
+  table = format_table(report, config.restore.num_steps)
+  logging.info("Restorations of step %d in %s:\n%s", step, out_dir, table)
+  print(table)
+  return report
