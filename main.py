@@ -30,6 +30,19 @@ class _QuietLibraries(logging.logging.Filter):
     return record.levelno > logging.logging.INFO or "orbax" not in record.pathname
 
 
+def parse_flags(argv):
+  """Parses flags; a misspelled or ill-typed --config.<field> exits with one line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"ebm-vision: {e}")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:  # From ml_collections.
+    message = str(e)
+    if len(message) > 1 and message[0] == message[-1] == "'":  # A KeyError's repr.
+      message = message[1:-1].replace("\\'", "'").replace("\\n", " ")
+    sys.exit(f"ebm-vision: bad --config override: {' '.join(message.split())}")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -48,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

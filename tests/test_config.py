@@ -57,3 +57,17 @@ def test_main_rejects_a_bad_override_in_one_line(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       "ebm-vision: config.energy.readout='bogus': must be one of "
       "['sq_norm', 'sq_norm_pooled']")
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("--config.restore.num_stepz=3",
+     """ebm-vision: bad --config override: 'num_stepz' Did you mean "num_steps" instead of "num_stepz"?"""),
+    ("--config.batch_size=abc",
+     "ebm-vision: flag --config.batch_size=abc: invalid literal for int() with base 10: 'abc'"),
+])
+def test_main_rejects_unknown_or_ill_typed_fields_in_one_line(tmp_path, override, expected):
+  result = subprocess.run(
+      [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={tmp_path}", override],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == expected
