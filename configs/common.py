@@ -14,6 +14,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def get_pretraining_config() -> ml_collections.ConfigDict:
   """ImageNet-1K, ViT-B/16 at 224, masking; all fields documented inline."""
   c = ml_collections.ConfigDict()
+  c.mode = "pretrain"  # What main.py runs (transfer configs: 'linear_probe', 'knn', 'finetune').
   c.seed = 0  # Seeds parameters, corruptions, restoration noise and data order.
   c.batch_size = 4096  # Global batch over all devices and hosts (MAE: 4096).
   c.num_train_steps = 100 * (1_281_167 // 4096)  # 100 ImageNet epochs.
@@ -107,10 +108,42 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 100  # Scalars to TensorBoard and the console.
   c.image_every_steps = 2000  # Restoration grid PNGs and held-out metrics.
   c.eval_tasks = ("mask", "sort", "sr", "denoise", "color")  # Tasks measured on the held-out batch.
+
+  c.knn_monitor = ml_collections.ConfigDict()  # kNN top-1 of the backbone while pretraining.
+  c.knn_monitor.every_steps = 0  # 0 disables; needs a labeled TFDS source.
+  c.knn_monitor.num_train_examples = 5000  # Labeled train examples in the kNN memory bank.
+  c.knn_monitor.num_eval_examples = 1000  # Eval-split examples classified.
+  c.knn_monitor.k = 20  # Neighbours that vote (cosine similarity).
+  c.knn_monitor.temperature = 0.07  # Votes weigh exp(similarity / temperature).
   c.num_grid_images = 8  # Held-out images in the restoration grid.
   c.checkpoint_every_steps = 1000  # Orbax checkpoint interval.
   c.max_checkpoints_to_keep = 3  # Older checkpoints are deleted.
   c.async_checkpointing = True  # Write checkpoints in the background.
+  return c
+
+
+def get_transfer_config() -> ml_collections.ConfigDict:
+  """Shared defaults of transfer runs (kNN, linear probe, fine-tuning) on ImageNet at 224."""
+  c = get_pretraining_config()
+  for pretraining_only in ("energy", "restore", "loss", "corruption", "viewer", "eval_tasks",
+                           "image_every_steps", "num_grid_images", "knn_monitor"):
+    del c[pretraining_only]
+  c.mode = "linear_probe"  # What main.py runs: 'linear_probe' / 'knn' (frozen features) or 'finetune'.
+  c.pretrained = config_dict.placeholder(str)  # Pretraining workdir (its latest checkpoint) or checkpoints/<step>; None = random init.
+  c.batch_size = 1024  # Global batch of feature extraction and of training.
+  c.data.eval_crop_fraction = 0.875  # Resize to size/0.875, centre-crop size (MAE's evaluation).
+  c.data.crop_min_scale = 0.08  # Supervised random-resized-crop (MAE fine-tuning).
+
+  c.frozen = ml_collections.ConfigDict()  # Frozen-feature evaluation (features extracted once).
+  c.frozen.methods = ("knn", "linear_probe")  # Which of 'knn' and 'linear_probe' to run.
+  c.frozen.num_train_examples = 0  # Train examples whose features are used; 0 = the whole split.
+  c.frozen.num_eval_examples = 0  # Eval examples; 0 = the whole split.
+  c.frozen.knn_k = 20  # Neighbours that vote (cosine similarity).
+  c.frozen.knn_temperature = 0.07  # Votes weigh exp(similarity / temperature).
+  c.frozen.probe_epochs = 90  # Epochs of the linear classifier on the fixed features (MAE: 90).
+  c.frozen.probe_batch_size = 1024  # Its batch size.
+  c.frozen.probe_learning_rate = 1e-3  # Its peak AdamW learning rate (cosine decay).
+  c.frozen.probe_weight_decay = 0.0  # Its weight decay (MAE's linear probe: 0).
   return c
 
 

@@ -30,8 +30,13 @@ def _get(config, field: str):
   return config
 
 
-def validate_pretraining(config, num_devices: int) -> None:
-  """Raises ConfigError naming the first field with a value that cannot work."""
+PRETRAIN_MODES = ("pretrain",)
+TRANSFER_MODES = ("linear_probe", "knn")
+FROZEN_METHODS = ("knn", "linear_probe")
+
+
+def _validate_model_and_data(config, num_devices: int) -> dict:
+  """Checks shared by every mode; returns the ViT's size."""
   try:
     kw = vit_kwargs(config.model)
   except ValueError:
@@ -48,6 +53,35 @@ def validate_pretraining(config, num_devices: int) -> None:
     _check(kw["width"] % 4 == 0, config, "model.posemb", f"needs width % 4 == 0 (width {kw['width']})")
   _check(config.data.image_size % kw["patch_size"] == 0, config, "data.image_size",
          f"must be divisible by the patch size {kw['patch_size']}")
+  _choice(config, "data.source", DATA_SOURCES)
+  _check(0 < config.data.crop_min_scale <= 1, config, "data.crop_min_scale", "must be in (0, 1]")
+  _check(len(config.data.pixel_mean) == 3 and len(config.data.pixel_std) == 3, config,
+         "data.pixel_mean", "pixel_mean and pixel_std need 3 values each")
+  _check(config.batch_size > 0 and config.batch_size % num_devices == 0, config, "batch_size",
+         f"must be a positive multiple of the {num_devices} devices")
+  return kw
+
+
+def validate_transfer(config, num_devices: int) -> None:
+  """Raises ConfigError naming the first field of a transfer config that cannot work."""
+  _choice(config, "mode", TRANSFER_MODES)
+  _validate_model_and_data(config, num_devices)
+  _check(config.data.source == "tfds", config, "data.source", "transfer needs labels: 'tfds'")
+  for i, method in enumerate(config.frozen.methods):
+    if method not in FROZEN_METHODS:
+      raise ConfigError(f"config.frozen.methods[{i}]={method!r}: must be one of "
+                        f"{list(FROZEN_METHODS)}")
+  for field in ("frozen.knn_k", "frozen.knn_temperature", "frozen.probe_epochs",
+                "frozen.probe_batch_size", "frozen.probe_learning_rate"):
+    _check(_get(config, field) > 0, config, field, "must be > 0")
+  for field in ("frozen.num_train_examples", "frozen.num_eval_examples"):
+    _check(_get(config, field) >= 0, config, field, "must be ≥ 0 (0 = the whole split)")
+
+
+def validate_pretraining(config, num_devices: int) -> None:
+  """Raises ConfigError naming the first field with a value that cannot work."""
+  _choice(config, "mode", PRETRAIN_MODES)
+  _validate_model_and_data(config, num_devices)
 
   _choice(config, "energy.readout", energy.READOUTS)
   _check(config.restore.num_steps >= 1, config, "restore.num_steps", "must be ≥ 1")
@@ -93,12 +127,12 @@ def validate_pretraining(config, num_devices: int) -> None:
     _check(0 <= d.sigma_min <= d.sigma_max, config, "corruption.denoise.sigma_min",
            f"need 0 ≤ sigma_min ≤ sigma_max (sigma_max={d.sigma_max})")
 
-  _choice(config, "data.source", DATA_SOURCES)
-  _check(0 < config.data.crop_min_scale <= 1, config, "data.crop_min_scale", "must be in (0, 1]")
-  _check(len(config.data.pixel_mean) == 3 and len(config.data.pixel_std) == 3, config,
-         "data.pixel_mean", "pixel_mean and pixel_std need 3 values each")
-  _check(config.batch_size > 0 and config.batch_size % num_devices == 0, config, "batch_size",
-         f"must be a positive multiple of the {num_devices} devices")
+  knn = config.knn_monitor
+  if knn.every_steps:
+    _check(config.data.source == "tfds", config, "knn_monitor.every_steps",
+           "the kNN monitor needs a labeled TFDS source (data.source='tfds'), or 0")
+    for field in ("k", "temperature", "num_train_examples", "num_eval_examples"):
+      _check(knn[field] > 0, config, f"knn_monitor.{field}", "must be > 0")
   for field in ("num_train_steps", "log_every_steps", "image_every_steps",
                 "checkpoint_every_steps", "max_checkpoints_to_keep", "num_grid_images"):
     _check(_get(config, field) > 0, config, field, "must be > 0")

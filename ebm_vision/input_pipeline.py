@@ -148,8 +148,12 @@ def _element_seeds(ds: tf.data.Dataset, seed: int, process_index: int) -> tf.dat
 
 
 def pretraining_dataset(data_config, *, local_batch_size: int, seed: int,
-                        process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
-  """Endless, shuffled, augmented batches of this process's part of the train split."""
+                        process_index: int = 0, process_count: int = 1,
+                        with_labels: bool = False) -> tf.data.Dataset:
+  """Endless, shuffled, augmented batches of this process's part of the train split.
+
+  Batches hold 'image' (uint8) and, `with_labels`, 'label' (TFDS sources only).
+  """
   size = data_config.image_size
   if data_config.source == "dead_leaves":
     # Each process draws its own images: seeds differ by process_index.
@@ -167,10 +171,16 @@ def pretraining_dataset(data_config, *, local_batch_size: int, seed: int,
         decoders={"image": tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(shuffle_seed=seed, options=_options()))
     ds = ds.repeat().shuffle(data_config.shuffle_buffer, seed=seed)
-    ds = _element_seeds(ds, seed, process_index).map(
-        lambda s, ex: {"image": decode_random_resized_crop(
-            ex["image"], s, size, data_config.crop_min_scale)},
-        num_parallel_calls=tf.data.AUTOTUNE)
+
+    def preprocess(s, ex):
+      out = {"image": decode_random_resized_crop(ex["image"], s, size,
+                                                 data_config.crop_min_scale)}
+      if with_labels:
+        out["label"] = ex["label"]
+      return out
+
+    ds = _element_seeds(ds, seed, process_index).map(preprocess,
+                                                     num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch_size, drop_remainder=True)
   return ds.with_options(_options()).prefetch(data_config.prefetch_batches)
 
@@ -194,6 +204,39 @@ def eval_images(data_config, num_images: int, seed: int = 0) -> np.ndarray:
     ds = ds.take(num_images).map(lambda ex: decode_center_crop(
         ex["image"], size, data_config.eval_crop_fraction))
   return np.stack(list(ds.as_numpy_iterator()))
+
+
+def num_classes(data_config) -> int:
+  """Number of classes of the data set's 'label' feature."""
+  return get_builder(data_config).info.features["label"].num_classes
+
+
+def labeled_batches(data_config, split: str, batch_size: int,
+                    num_examples: Optional[int] = None) -> Iterator[dict]:
+  """Centre-cropped batches of `split` in order (the first `num_examples`), for evaluation.
+
+  Yields numpy {'image' uint8, 'label', 'mask'}; the last batch is padded to
+  `batch_size`, with mask 0 on the padding, so every batch has one shape.
+  """
+  builder = get_builder(data_config)
+  check_split(builder, split)
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders={"image": tfds.decode.SkipDecoding()})
+  if num_examples:
+    ds = ds.take(num_examples)
+  size = data_config.image_size
+  ds = ds.map(lambda ex: {
+      "image": decode_center_crop(ex["image"], size, data_config.eval_crop_fraction),
+      "label": ex["label"], "mask": tf.constant(1, tf.int32)},
+              num_parallel_calls=tf.data.AUTOTUNE)
+
+  def pad(batch):
+    missing = batch_size - tf.shape(batch["mask"])[0]
+    return {k: tf.pad(v, [[0, missing]] + [[0, 0]] * (len(v.shape) - 1))
+            for k, v in batch.items()}
+
+  ds = ds.batch(batch_size).map(pad).prefetch(data_config.prefetch_batches)
+  return ds.as_numpy_iterator()
 
 
 class DataIterator:

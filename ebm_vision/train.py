@@ -14,9 +14,9 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from ebm_vision import checkpointing, config_validation, image_grid, input_pipeline
+from ebm_vision import checkpointing, config_validation, frozen_eval, image_grid, input_pipeline
 from ebm_vision import mesh as mesh_lib
-from ebm_vision import pretraining
+from ebm_vision import pretrained, pretraining
 from ebm_vision.models import create_vit
 from ebm_vision.optimizer import create_optimizer
 
@@ -75,6 +75,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(
       workdir, just_logging=not is_chief, asynchronous=True)
+  if is_chief:
+    pretrained.save_run_config(workdir, config)
 
   # ---------------------------------------------------------- model, optimizer
   model = create_vit(config.model)
@@ -103,6 +105,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       start_step=start_step, workdir=workdir)
   grid_images = jax.device_put(
       input_pipeline.eval_images(config.data, config.num_grid_images), replicated)
+  knn_every = config.knn_monitor.every_steps
+  knn_monitor = frozen_eval.KnnMonitor(config, model) if knn_every else None
 
   # ------------------------------------------------------------- jitted steps
   train_step = jax.jit(
@@ -157,6 +161,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
           eval_scalars = write_restorations(workdir, step, task, diag, config, writer)
           writer.write_scalars(step, eval_scalars)
           scalars.update(eval_scalars)
+
+    if knn_monitor and (step % knn_every == 0 or is_last):
+      top1 = knn_monitor(state["params"]["model"])
+      writer.write_scalars(step, {"knn/top1": top1})
+      scalars["knn/top1"] = top1
 
     if saving and checkpointing.save(manager, step, state, force=is_last):
       if config.data.checkpoint_iterator:

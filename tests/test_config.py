@@ -21,7 +21,11 @@ def load(path):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_every_config_is_valid(path):
-  config_validation.validate_pretraining(load(path), num_devices=8)
+  config = load(path)
+  if config.mode == "pretrain":
+    config_validation.validate_pretraining(config, num_devices=8)
+  else:
+    config_validation.validate_transfer(config, num_devices=8)
 
 
 @pytest.mark.parametrize("field,value", [
@@ -39,6 +43,24 @@ def test_bad_value_names_its_field(tiny_config, field, value):
     node = node[part]
   node[name] = value
   with pytest.raises(ConfigError, match=f"config.{field}="):
+    config_validation.validate_pretraining(tiny_config, num_devices=8)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("mode", "pretrain"), ("frozen.knn_k", 0), ("data.source", "dead_leaves"),
+    ("frozen.num_train_examples", -1)])
+def test_bad_transfer_value_names_its_field(field, value):
+  from configs import common  # pylint: disable=g-import-not-at-top
+  c = common.get_transfer_config()
+  section, _, name = field.rpartition(".")
+  (c[section] if section else c)[name] = value
+  with pytest.raises(ConfigError, match=f"config.{field}="):
+    config_validation.validate_transfer(c, num_devices=8)
+
+
+def test_knn_monitor_needs_labels(tiny_config):
+  tiny_config.knn_monitor.every_steps = 10
+  with pytest.raises(ConfigError, match="config.knn_monitor.every_steps=10"):
     config_validation.validate_pretraining(tiny_config, num_devices=8)
 
 

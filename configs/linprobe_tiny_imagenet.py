@@ -1,0 +1,24 @@
+"""kNN and linear-probe top-1 on tiny_imagenet_a from frozen features (the CPU-friendly fast path).
+
+  python main.py --config=configs/linprobe_tiny_imagenet.py --workdir=$OUT \
+      --config.pretrained=$PRETRAIN_WORKDIR
+
+Features of the 50,500 training and 5,050 validation images (64×64 centre crops)
+are extracted once; a kNN classifier and a linear classifier on standardized
+features are fitted on them. Without --config.pretrained it evaluates a random
+init of config.model. Results in README ("Transfer").
+"""
+from configs import common, tiny_imagenet_mask
+
+
+def get_config(arg=None):
+  del arg
+  c = common.get_transfer_config()
+  pretrain = tiny_imagenet_mask.get_config()
+  c.model, c.data = pretrain.model, pretrain.data  # Same architecture and data set.
+  c.mode = "linear_probe"
+  c.batch_size = 512  # Feature-extraction batch.
+  c.data.eval_crop_fraction = 1.0  # 64×64 images: no centre crop.
+  c.frozen.probe_epochs = 30
+  c.frozen.probe_batch_size = 512
+  return c

@@ -1,0 +1,104 @@
+"""kNN and linear-probe top-1 of a frozen backbone (the fast path: features extracted once).
+
+  python main.py --config=configs/linprobe_tiny_imagenet.py --workdir=$OUT \
+      --config.pretrained=$PRETRAIN_WORKDIR
+
+`config.pretrained=None` evaluates a randomly initialized backbone (the baseline).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+from absl import logging
+from clu import metric_writers
+
+from ebm_vision import config_validation, features, input_pipeline, pretrained
+from ebm_vision.models import create_vit
+
+
+def backbone(config):
+  """(model, params, step) from `config.pretrained`, or a random init when it is None."""
+  if config.pretrained:
+    model, params = pretrained.load_pretrained(config.pretrained,
+                                               image_size=config.data.image_size)
+    return model, params, pretrained.checkpoint_step(config.pretrained)
+  model = create_vit(config.model)
+  size = config.data.image_size
+  params = model.init(jax.random.PRNGKey(config.seed),
+                      jax.numpy.zeros((1, size, size, 3)))["params"]
+  return model, params, 0
+
+
+def frozen_features(feature_fn, params, data_config, split: str, num_examples, batch_size: int):
+  """Features and labels of the first `num_examples` (0: all) centre crops of `split`."""
+  batches = input_pipeline.labeled_batches(data_config, split, batch_size, num_examples or None)
+  return features.extract_features(feature_fn, params, batches)
+
+
+def evaluate(config, workdir: str) -> dict[str, float]:
+  """Runs kNN (mode 'knn') or `config.frozen.methods` and writes the results to `workdir`."""
+  config_validation.validate_transfer(config, jax.device_count())
+  config_validation.check_workdir(workdir)
+  methods = ("knn",) if config.mode == "knn" else tuple(config.frozen.methods)
+  input_pipeline.hide_accelerators_from_tf()
+  model, params, step = backbone(config)
+  num_classes = input_pipeline.num_classes(config.data)
+  feature_fn = features.make_feature_fn(model, config.data.pixel_mean, config.data.pixel_std)
+  timings, start = {}, time.perf_counter()
+  train_f, train_y = frozen_features(feature_fn, params, config.data, config.data.train_split,
+                                     config.frozen.num_train_examples, config.batch_size)
+  test_f, test_y = frozen_features(feature_fn, params, config.data, config.data.eval_split,
+                                   config.frozen.num_eval_examples, config.batch_size)
+  timings["features_seconds"] = time.perf_counter() - start
+  logging.info("Features: train %s, eval %s in %.1f s", train_f.shape, test_f.shape,
+               timings["features_seconds"])
+  results = {}
+  if "knn" in methods:
+    start = time.perf_counter()
+    results["knn/top1"] = features.knn_accuracy(
+        train_f, train_y, test_f, test_y, num_classes, k=config.frozen.knn_k,
+        temperature=config.frozen.knn_temperature)
+    timings["knn_seconds"] = time.perf_counter() - start
+  if "linear_probe" in methods:
+    start = time.perf_counter()
+    probe = features.fit_linear_probe(
+        train_f, train_y, num_classes, epochs=config.frozen.probe_epochs,
+        batch_size=config.frozen.probe_batch_size,
+        learning_rate=config.frozen.probe_learning_rate,
+        weight_decay=config.frozen.probe_weight_decay, seed=config.seed)
+    accuracy = features.linear_probe_accuracy(probe, test_f, test_y)
+    results["linear_probe/top1"], results["linear_probe/top5"] = accuracy["top1"], accuracy["top5"]
+    timings["linear_probe_seconds"] = time.perf_counter() - start
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer.write_scalars(step, {**results, **{f"time/{k}": v for k, v in timings.items()}})
+  writer.flush()
+  with open(os.path.join(workdir, "frozen_eval.json"), "w") as f:
+    json.dump({"pretrained": config.pretrained, "checkpoint_step": step,
+               "num_train": len(train_y), "num_eval": len(test_y), **results, **timings}, f,
+              indent=1)
+  return {**results, **timings}
+
+
+class KnnMonitor:
+  """kNN top-1 of the backbone on a fixed labeled subset, for use during pretraining."""
+
+  def __init__(self, config, model):
+    knn = config.knn_monitor
+    size = min(config.batch_size, 256)
+    self._train = list(input_pipeline.labeled_batches(
+        config.data, config.data.train_split, size, knn.num_train_examples))
+    self._eval = list(input_pipeline.labeled_batches(
+        config.data, config.data.eval_split, size, knn.num_eval_examples))
+    self._num_classes = input_pipeline.num_classes(config.data)
+    self._feature_fn = features.make_feature_fn(model, config.data.pixel_mean,
+                                                config.data.pixel_std)
+    self._k, self._temperature = knn.k, knn.temperature
+
+  def __call__(self, model_params) -> float:
+    train_f, train_y = features.extract_features(self._feature_fn, model_params, self._train)
+    eval_f, eval_y = features.extract_features(self._feature_fn, model_params, self._eval)
+    return features.knn_accuracy(train_f, train_y, eval_f, eval_y, self._num_classes,
+                                 k=self._k, temperature=self._temperature)

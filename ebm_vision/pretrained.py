@@ -1,0 +1,104 @@
+"""Loading a pretraining checkpoint as a plain Flax ViT for transfer."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import flax
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from ebm_vision.models import create_vit
+from ebm_vision.models.vit import ViT, resample_posemb
+
+CONFIG_FILE = "config.json"  # Written into the workdir by every pretraining run.
+
+
+def save_run_config(workdir: str, config) -> None:
+  """Records the run's config next to its checkpoints (read back by `load_pretrained`)."""
+  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+    f.write(config.to_json_best_effort(indent=1))
+
+
+def _checkpoint_dir(path: str) -> tuple[str, str]:
+  """(workdir, '<step>/state' folder) for a workdir or a checkpoints/<step> folder."""
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    steps = [int(s) for s in os.listdir(os.path.join(path, "checkpoints")) if s.isdigit()]
+    if not steps:
+      raise FileNotFoundError(f"no checkpoint in {os.path.join(path, 'checkpoints')}")
+    return path, os.path.join(path, "checkpoints", str(max(steps)), "state")
+  if os.path.basename(path) == "state":
+    path = os.path.dirname(path)
+  if os.path.isdir(os.path.join(path, "state")):
+    return os.path.dirname(os.path.dirname(path)), os.path.join(path, "state")
+  raise FileNotFoundError(f"{path} is neither a workdir with checkpoints/ nor a checkpoint")
+
+
+def checkpoint_step(path: str) -> int:
+  """The training step of the checkpoint `load_pretrained(path)` loads."""
+  return int(os.path.basename(os.path.dirname(_checkpoint_dir(path)[1])))
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config the run in `workdir` was trained with."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: pass model_config and image_size explicitly")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_pretrained(path: str, *, image_size: Optional[int] = None,
+                    num_classes: Optional[int] = None, model_config=None,
+                    drop_path_rate: Optional[float] = None,
+                    rng: Optional[jax.Array] = None) -> tuple[ViT, dict]:
+  """A ViT and its params from a pretraining checkpoint, ready for transfer.
+
+  Args:
+    path: a pretraining workdir (its latest checkpoint) or a `checkpoints/<step>` folder.
+    image_size: resolution to transfer at (default: the pretraining one); learned
+      position embeddings are resampled to the new patch grid (sin-cos ones are
+      recomputed).
+    num_classes: adds a freshly initialized (zero) classification `head`.
+    model_config: the model section to build; default: the run's own (config.json).
+      Loading into a different architecture fails with the mismatched shapes.
+    drop_path_rate: overrides the model's stochastic depth (fine-tuning uses it).
+    rng: initializes the parameters the checkpoint does not have (the head).
+
+  Returns:
+    (model, params): `model.apply({'params': params}, images)` gives the dict of
+    ViT outputs; pretraining-only state (step sizes, optimizer) is dropped.
+  """
+  workdir, state_dir = _checkpoint_dir(path)
+  if model_config is None or image_size is None:
+    run_config = load_run_config(workdir)
+    model_config = model_config or run_config.model
+    image_size = image_size or run_config.data.image_size
+  model_config = ml_collections.ConfigDict(model_config)
+  if drop_path_rate is not None:
+    model_config.drop_path_rate = drop_path_rate
+  model = create_vit(model_config, num_classes=num_classes)
+  size = image_size
+  fresh = model.init(rng if rng is not None else jax.random.PRNGKey(0),
+                     np.zeros((1, size, size, 3), np.float32))["params"]
+  loaded = ocp.StandardCheckpointer().restore(state_dir)["params"]["model"]
+  if "pos_embedding" in loaded and "pos_embedding" in fresh:
+    grid = (size // model.patch_size,) * 2
+    loaded = {**loaded, "pos_embedding": resample_posemb(loaded["pos_embedding"], grid)}
+
+  flat_fresh = flax.traverse_util.flatten_dict(fresh, sep="/")
+  flat_loaded = flax.traverse_util.flatten_dict(loaded, sep="/")
+  mismatched = [f"{k}: checkpoint {np.shape(flat_loaded[k])} vs model {np.shape(v)}"
+                for k, v in flat_fresh.items()
+                if k in flat_loaded and np.shape(flat_loaded[k]) != np.shape(v)]
+  missing = [k for k in flat_fresh if k not in flat_loaded and not k.startswith("head/")]
+  if mismatched or missing:
+    raise ValueError("checkpoint does not fit the model: " + "; ".join(
+        mismatched + [f"{k}: not in checkpoint" for k in missing]))
+  params = {k: flat_loaded.get(k, v) for k, v in flat_fresh.items()}
+  params = jax.tree.map(np.asarray, flax.traverse_util.unflatten_dict(params, sep="/"))
+  return model, params

@@ -1,0 +1,99 @@
+"""Transfer: loading checkpoints in Flax, kNN, the linear probe and frozen evaluation."""
+import json
+import os
+
+import chex
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import common
+from ebm_vision import features, frozen_eval, input_pipeline, pretrained, train
+
+
+@pytest.fixture(scope="module")
+def pretrained_workdir(tmp_path_factory):
+  """A tiny model pretrained for 2 steps, with learned position embeddings."""
+  c = common.get_pretraining_config()
+  common.tiny_model(c)
+  c.data.source, c.num_train_steps, c.eval_tasks = "dead_leaves", 2, ("mask",)
+  c.model.posemb = "learn"
+  workdir = str(tmp_path_factory.mktemp("pretrain"))
+  train.train_and_evaluate(c, workdir)
+  return workdir
+
+
+def test_load_at_another_resolution_keeps_the_backbone_and_adds_a_head(pretrained_workdir):
+  model, params = pretrained.load_pretrained(pretrained_workdir, image_size=32, num_classes=7)
+  saved = ocp.StandardCheckpointer().restore(
+      os.path.join(pretrained_workdir, "checkpoints", "2", "state"))["params"]
+  assert "restore" in saved and set(params) == set(saved["model"]) | {"head"}
+  chex.assert_shape(params["pos_embedding"], (1, 64, 64))  # 4×4 grid -> 8×8 grid.
+  for name in ("embedding", "Transformer"):
+    for a, b in zip(jax.tree.leaves(params[name]), jax.tree.leaves(saved["model"][name])):
+      np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(params["head"]["kernel"], 0.)
+  out = model.apply({"params": params}, np.zeros((2, 32, 32, 3), np.float32))
+  chex.assert_shape(out["logits"], (2, 7))
+  assert pretrained.checkpoint_step(pretrained_workdir) == 2
+
+
+def test_loading_into_another_architecture_names_the_mismatched_shapes(pretrained_workdir):
+  model_config = pretrained.load_run_config(pretrained_workdir).model
+  model_config.width, model_config.mlp_dim = 32, 64
+  with pytest.raises(ValueError, match=r"embedding/kernel: checkpoint \(4, 4, 3, 64\) vs "
+                                       r"model \(4, 4, 3, 32\)"):
+    pretrained.load_pretrained(pretrained_workdir, model_config=model_config, image_size=16)
+
+
+def test_knn_and_linear_probe_on_separable_features():
+  rng = np.random.default_rng(0)
+  centers = rng.normal(size=(5, 16)) * 3
+  labels = rng.integers(0, 5, 600)
+  feats = centers[labels] + rng.normal(size=(600, 16))
+  train_f, train_y, test_f, test_y = feats[:500], labels[:500], feats[500:], labels[500:]
+  assert features.knn_accuracy(train_f, train_y, test_f, test_y, 5, k=10) > 0.95
+  shuffled = features.knn_accuracy(train_f, rng.permutation(train_y), test_f, test_y, 5, k=10)
+  assert shuffled < 0.45  # Chance is 0.2: the labels, not the features, carry the answer.
+  probe = features.fit_linear_probe(train_f, train_y, 5, epochs=30, batch_size=100,
+                                    learning_rate=1e-2)
+  acc = features.linear_probe_accuracy(probe, test_f, test_y)
+  assert acc["top1"] > 0.95 and acc["top5"] == 1.0
+
+
+def test_labeled_batches_pad_the_last_batch(tfds_dir):
+  c = common.get_transfer_config().data
+  c.builder_dir, c.image_size = tfds_dir, 16
+  batches = list(input_pipeline.labeled_batches(c, "validation", 3))
+  assert [b["image"].shape for b in batches] == [(3, 16, 16, 3)] * 3
+  np.testing.assert_array_equal(np.concatenate([b["mask"] for b in batches]),
+                                [1] * 8 + [0])
+  assert input_pipeline.num_classes(c) == 3
+
+
+@pytest.mark.parametrize("use_checkpoint", [False, True])
+def test_frozen_evaluation_writes_knn_and_probe_results(tfds_dir, tmp_path, pretrained_workdir,
+                                                         use_checkpoint):
+  c = common.get_transfer_config()
+  common.tiny_model(c)
+  c.model.posemb = "learn"
+  c.pretrained = pretrained_workdir if use_checkpoint else None
+  c.data.builder_dir, c.batch_size = tfds_dir, 8
+  c.frozen.probe_epochs = 2
+  results = frozen_eval.evaluate(c, str(tmp_path))
+  for key in ("knn/top1", "linear_probe/top1", "linear_probe/top5"):
+    assert 0 <= results[key] <= 1
+  assert results["linear_probe/top5"] == 1.0  # 3 classes.
+  with open(tmp_path / "frozen_eval.json") as f:
+    saved = json.load(f)
+  assert (saved["num_train"], saved["num_eval"]) == (24, 8)
+  assert saved["checkpoint_step"] == (2 if use_checkpoint else 0)
+
+
+def test_knn_monitor_during_pretraining(tiny_config, tfds_dir, tmp_path):
+  c = tiny_config
+  c.data.source, c.data.builder_dir = "tfds", tfds_dir
+  c.knn_monitor.every_steps, c.knn_monitor.num_train_examples = 2, 16
+  scalars = train.train_and_evaluate(c, str(tmp_path))
+  assert 0 <= scalars["knn/top1"] <= 1
