@@ -47,6 +47,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.loss.region = "corrupted"  # Pixels the loss covers: 'corrupted' (as MAE) or 'all'.
   c.loss.steps = "all"  # Average the loss over 'all' restoration steps or use the 'last' only.
   c.loss.norm_pix = True  # Measure errors in units of each clean patch's std (MAE's norm_pix_loss).
+  c.loss.energy_ranking_weight = 0.0  # Weight of softplus(E(clean) − E(x)) per token, x = corrupted and restored images; 0 = off.
 
   c.corruption = ml_collections.ConfigDict()
   c.corruption.name = "mask"  # Pretext task: 'mask', 'sort', 'sr', 'denoise', 'color', or 'mix' / 'compose' of several.

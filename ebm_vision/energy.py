@@ -135,3 +135,13 @@ def restoration_loss(trajectory: jnp.ndarray, clean: jnp.ndarray,
   per_step = (err * region[None]).sum(axis=(1, 2, 3, 4)) / denom
   loss = per_step.mean() if steps == "all" else per_step[-1]
   return loss, per_step
+
+
+def energy_ranking_loss(clean_energy: jnp.ndarray, other_energies: jnp.ndarray,
+                        scale: float = 1.) -> jnp.ndarray:
+  """mean softplus((E(clean) − E(x)) / scale) over the images x of `other_energies` [M, B].
+
+  A logistic ranking term: zero-ish when the clean image has the lowest energy
+  of its corrupted and restored versions, linear in the violation otherwise.
+  """
+  return jnp.mean(jax.nn.softplus((clean_energy[None] - other_energies) / scale))

@@ -50,9 +50,11 @@ def image_spec(model: nn.Module, config) -> corruptions.ImageSpec:
 
 def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: bool,
                         corruption_config=None):
-  """Corrupts `clean` (normalized) and restores it; returns the pieces of the loss.
+  """Corrupts `clean` (normalized) and restores it.
 
   `corruption_config` defaults to `config.corruption` (the pretext task).
+  Returns (corrupted, trajectory [K, ...], energies [K, B] of x_0..x_{K-1},
+  step sizes [K], the energy function used, with its drop-path draw).
   """
   corrupt_rng, restore_rng, dropout_rng = jax.random.split(rng, 3)
   corrupted = corruptions.corrupt(clean, corrupt_rng, corruption_config or config.corruption,
@@ -62,25 +64,36 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: 
     raw = jax.lax.stop_gradient(raw)
   alphas = energy.step_sizes(raw)
   update_mask = corrupted.region if config.restore.update_region == "corrupted" else None
+  efn = energy_fn(model, config, params, dropout_rng if train else None)
   trajectory, energies = energy.restore(
-      energy_fn(model, config, params, dropout_rng if train else None),
-      corrupted.images, alphas, restore_rng, update_mask=update_mask,
+      efn, corrupted.images, alphas, restore_rng, update_mask=update_mask,
       langevin_noise_scale=config.restore.langevin_noise_scale,
       remat=config.restore.remat)
-  return corrupted, trajectory, energies, alphas
+  return corrupted, trajectory, energies, alphas, efn
 
 
 def pretraining_loss(params, clean, rng, *, model: nn.Module, config):
-  """Restoration loss of a batch of normalized clean images, with metrics."""
-  corrupted, trajectory, energies, alphas = corrupt_and_restore(
+  """Restoration loss of a batch of normalized clean images, with metrics.
+
+  With `loss.energy_ranking_weight` > 0 it adds the ranking term of
+  `energy.energy_ranking_loss`: the clean image must have lower energy than the
+  corrupted one and every restored one.
+  """
+  corrupted, trajectory, energies, alphas, efn = corrupt_and_restore(
       model, config, params, clean, rng, train=True)
   region = corrupted.region if config.loss.region == "corrupted" else jnp.ones_like(
       corrupted.region)
   loss, per_step = energy.restoration_loss(
       trajectory, clean, region, loss_type=config.loss.type, steps=config.loss.steps,
       patch_size=model.patch_size if config.loss.norm_pix else None)
-  return loss, {"loss_per_step": per_step, "step_size": alphas,
-                "energy_per_step": energies.mean(axis=1)}
+  aux = {"loss_per_step": per_step, "step_size": alphas, "energy_per_step": energies.mean(axis=1)}
+  if config.loss.energy_ranking_weight:
+    num_tokens = (clean.shape[1] // model.patch_size) * (clean.shape[2] // model.patch_size)
+    others = jnp.concatenate([energies, efn(trajectory[-1])[None]])  # x_0 .. x_K.
+    ranking = energy.energy_ranking_loss(efn(clean), others, scale=num_tokens)
+    loss = loss + config.loss.energy_ranking_weight * ranking
+    aux["energy_ranking"] = ranking
+  return loss, aux
 
 
 def train_step(state: dict, batch: dict, *, model: nn.Module, config,
@@ -113,9 +126,8 @@ def restoration_diagnostics(params, images, rng, *, model: nn.Module, config,
   """
   mean, std = jnp.asarray(config.data.pixel_mean), jnp.asarray(config.data.pixel_std)
   clean = pixels.normalize(images, mean, std)
-  corrupted, trajectory, energies, _ = corrupt_and_restore(
+  corrupted, trajectory, energies, _, e = corrupt_and_restore(
       model, config, params, clean, rng, train=False, corruption_config=corruption_config)
-  e = energy_fn(model, config, params)
   to_unit = lambda x: jnp.clip(x * std + mean, 0., 1.)
   region = corrupted.region
   region_mse = lambda x: jnp.sum(jnp.square(x - clean) * region) / jnp.maximum(

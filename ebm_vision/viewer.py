@@ -84,7 +84,6 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
     report[task] = step_metrics({k: v for k, v in diag.items() if k not in IMAGE_KEYS})
   with open(os.path.join(out_dir, f"metrics_step_{step:08d}.json"), "w") as f:
     json.dump(report, f, indent=1)
-  table = format_table(report, config.restore.num_steps)
-  logging.info("Restorations of step %d in %s:\n%s", step, out_dir, table)
-  print(table)
+  logging.info("Wrote the restorations of step %d to %s", step, out_dir)
+  print(format_table(report, config.restore.num_steps))
   return report
