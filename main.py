@@ -47,12 +47,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so that --help and flag errors do not wait for JAX and TF.
-  from ebm_vision import frozen_eval, train, viewer  # pylint: disable=g-import-not-at-top
+  from ebm_vision import finetune, frozen_eval, train, viewer  # pylint: disable=g-import-not-at-top
   logging.get_absl_handler().addFilter(_QuietLibraries())
   logging.info("Config:\n%s", FLAGS.config)
   try:
     if FLAGS.mode == "restore":
       viewer.restore_and_report(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.config.mode == "finetune":
+      finetune.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     elif FLAGS.config.mode in ("knn", "linear_probe"):
       results = frozen_eval.evaluate(FLAGS.config, FLAGS.workdir)
       print("\n".join(f"{k}: {v:.4f}" for k, v in results.items()))

@@ -145,6 +145,20 @@ def get_transfer_config() -> ml_collections.ConfigDict:
   c.frozen.probe_batch_size = 1024  # Its batch size.
   c.frozen.probe_learning_rate = 1e-3  # Its peak AdamW learning rate (cosine decay).
   c.frozen.probe_weight_decay = 0.0  # Its weight decay (MAE's linear probe: 0).
+
+  c.finetune = ml_collections.ConfigDict()  # mode='finetune' (MAE's ViT-B recipe).
+  c.finetune.layer_decay = 0.65  # Learning rate of layer l scaled by layer_decay^(depth+1−l).
+  c.finetune.drop_path_rate = 0.1  # Stochastic depth at the last block.
+  c.finetune.label_smoothing = 0.1  # Mass spread uniformly over the classes.
+  c.finetune.mixup_alpha = 0.8  # Beta(α, α) of mixup; 0 disables.
+  c.finetune.cutmix_alpha = 1.0  # Beta(α, α) of cutmix; 0 disables.
+  c.finetune.mix_switch_prob = 0.5  # Probability of cutmix rather than mixup per batch.
+  c.finetune.eval_every_steps = 1000  # Top-1/top-5 on the whole eval split; best kept in best/.
+  c.num_train_steps = 100 * (1_281_167 // 1024)  # 100 epochs at batch 1024 (MAE ViT-B).
+  c.optimizer.learning_rate_per_256 = 5e-4  # MAE's base learning rate for fine-tuning.
+  c.optimizer.warmup_steps = 5 * (1_281_167 // 1024)  # 5 epochs.
+  c.optimizer.b2 = 0.999  # AdamW β2 (MAE fine-tuning).
+  c.optimizer.grad_clip_norm = 0.0  # MAE fine-tunes without clipping.
   return c
 
 

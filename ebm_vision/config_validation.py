@@ -31,7 +31,7 @@ def _get(config, field: str):
 
 
 PRETRAIN_MODES = ("pretrain",)
-TRANSFER_MODES = ("linear_probe", "knn")
+TRANSFER_MODES = ("linear_probe", "knn", "finetune")
 FROZEN_METHODS = ("knn", "linear_probe")
 
 
@@ -76,6 +76,16 @@ def validate_transfer(config, num_devices: int) -> None:
     _check(_get(config, field) > 0, config, field, "must be > 0")
   for field in ("frozen.num_train_examples", "frozen.num_eval_examples"):
     _check(_get(config, field) >= 0, config, field, "must be ≥ 0 (0 = the whole split)")
+  ft = config.finetune
+  _check(0 < ft.layer_decay <= 1, config, "finetune.layer_decay", "must be in (0, 1]")
+  _check(0 <= ft.drop_path_rate < 1, config, "finetune.drop_path_rate", "must be in [0, 1)")
+  _check(0 <= ft.label_smoothing < 1, config, "finetune.label_smoothing", "must be in [0, 1)")
+  for field in ("finetune.mixup_alpha", "finetune.cutmix_alpha"):
+    _check(_get(config, field) >= 0, config, field, "must be ≥ 0 (0 disables)")
+  _check(0 <= ft.mix_switch_prob <= 1, config, "finetune.mix_switch_prob", "must be in [0, 1]")
+  for field in ("finetune.eval_every_steps", "num_train_steps", "log_every_steps",
+                "checkpoint_every_steps", "max_checkpoints_to_keep"):
+    _check(_get(config, field) > 0, config, field, "must be > 0")
 
 
 def validate_pretraining(config, num_devices: int) -> None:

@@ -19,13 +19,17 @@ from ebm_vision import config_validation, features, input_pipeline, pretrained
 from ebm_vision.models import create_vit
 
 
-def backbone(config):
-  """(model, params, step) from `config.pretrained`, or a random init when it is None."""
+def backbone(config, num_classes=None, drop_path_rate=None):
+  """(model, params, step) from `config.pretrained`, or a random init of `config.model`."""
   if config.pretrained:
-    model, params = pretrained.load_pretrained(config.pretrained,
-                                               image_size=config.data.image_size)
+    model, params = pretrained.load_pretrained(
+        config.pretrained, image_size=config.data.image_size, num_classes=num_classes,
+        drop_path_rate=drop_path_rate, rng=jax.random.PRNGKey(config.seed))
     return model, params, pretrained.checkpoint_step(config.pretrained)
-  model = create_vit(config.model)
+  model_config = config.model.copy_and_resolve_references()
+  if drop_path_rate is not None:
+    model_config.drop_path_rate = drop_path_rate
+  model = create_vit(model_config, num_classes=num_classes)
   size = config.data.image_size
   params = model.init(jax.random.PRNGKey(config.seed),
                       jax.numpy.zeros((1, size, size, 3)))["params"]

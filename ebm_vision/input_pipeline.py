@@ -277,8 +277,8 @@ def prune_iterator_states(workdir: str, keep_steps: Iterable[int]) -> None:
 
 def create_pretraining_iterator(data_config, *, global_batch_size: int, seed: int,
                                 process_index: int, process_count: int,
-                                start_step: int = 0, workdir: Optional[str] = None
-                                ) -> DataIterator:
+                                start_step: int = 0, workdir: Optional[str] = None,
+                                with_labels: bool = False) -> DataIterator:
   """The train stream of this process, positioned for `start_step`.
 
   With data.checkpoint_iterator, a run resumed at `start_step` restores the
@@ -301,7 +301,7 @@ def create_pretraining_iterator(data_config, *, global_batch_size: int, seed: in
     stream_seed = int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0] >> 1)
   ds = pretraining_dataset(data_config, local_batch_size=global_batch_size // process_count,
                            seed=stream_seed, process_index=process_index,
-                           process_count=process_count)
+                           process_count=process_count, with_labels=with_labels)
   iterator = DataIterator(ds)
   if state_path:
     iterator.restore(state_path)

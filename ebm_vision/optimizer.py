@@ -24,12 +24,39 @@ def learning_rate_schedule(opt_config, global_batch_size: int, num_train_steps: 
       decay_steps=max(num_train_steps, opt_config.warmup_steps + 1), end_value=0.)
 
 
-def create_optimizer(opt_config, global_batch_size: int, num_train_steps: int):
-  """Returns (optax transformation, learning-rate schedule)."""
+def layer_index(path_names, depth: int) -> int:
+  """Depth of a ViT parameter: 0 for the patch/position embeddings, i+1 for block i,
+  depth+1 for the final norm and the head."""
+  for name in path_names:
+    if name.startswith("encoderblock_"):
+      return int(name.split("_")[1]) + 1
+  if any(n in ("embedding", "pos_embedding", "cls") for n in path_names):
+    return 0
+  return depth + 1
+
+
+def layer_decay_scales(params, depth: int, decay: float):
+  """Per-parameter learning-rate factors decay^(depth + 1 − layer) (BEiT / MAE fine-tuning)."""
+  def scale(path, _):
+    names = [getattr(k, "key", str(k)) for k in path]
+    return decay**(depth + 1 - layer_index(names, depth))
+  return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def create_optimizer(opt_config, global_batch_size: int, num_train_steps: int,
+                     lr_scales=None):
+  """Returns (optax transformation, learning-rate schedule).
+
+  `lr_scales`, a tree like the params, multiplies each parameter's update
+  (layer-wise learning-rate decay).
+  """
   schedule = learning_rate_schedule(opt_config, global_batch_size, num_train_steps)
   parts = []
   if opt_config.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
   parts.append(optax.adamw(schedule, b1=opt_config.b1, b2=opt_config.b2,
                            weight_decay=opt_config.weight_decay, mask=weight_decay_mask))
+  if lr_scales is not None:
+    parts.append(optax.stateless(lambda updates, _: jax.tree.map(
+        lambda u, s: u * s, updates, lr_scales)))
   return optax.chain(*parts), schedule

@@ -21,12 +21,21 @@ from ebm_vision.models import create_vit
 from ebm_vision.optimizer import create_optimizer
 
 
-def first_non_finite(losses: list, grad_norms: list, first_step: int):
-  """The step number of the first non-finite loss or gradient norm, or None."""
-  for i, (loss, grad_norm) in enumerate(zip(jax.device_get(losses), jax.device_get(grad_norms))):
-    if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+def first_non_finite(first_step: int, *series: list):
+  """The step number of the first non-finite value in any of the per-step `series`, or None."""
+  for i, values in enumerate(zip(*jax.device_get(series))):
+    if not np.all(np.isfinite(values)):
       return first_step + i
   return None
+
+
+def save_checkpoint(manager, step: int, state: dict, train_iter, config, workdir: str,
+                    force: bool) -> None:
+  """Saves `state` if the manager's policy (or `force`) says so, with the data iterator's
+  state when `data.checkpoint_iterator`; prunes iterator states of deleted checkpoints."""
+  if checkpointing.save(manager, step, state, force=force) and config.data.checkpoint_iterator:
+    train_iter.save(input_pipeline.iterator_state_path(workdir, step, jax.process_index()))
+    input_pipeline.prune_iterator_states(workdir, [*manager.all_steps(), step])
 
 
 def step_metrics(metrics: dict, prefix: str = "") -> dict:
@@ -137,7 +146,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     is_last = step == config.num_train_steps
     saving = is_last or manager.should_save(step)
     if saving or step % config.log_every_steps == 0:
-      bad = first_non_finite(pending_losses, pending_grad_norms, pending_from)
+      bad = first_non_finite(pending_from, pending_losses, pending_grad_norms)
       if bad is not None:
         manager.wait_until_finished()
         raise FloatingPointError(
@@ -167,11 +176,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       writer.write_scalars(step, {"knn/top1": top1})
       scalars["knn/top1"] = top1
 
-    if saving and checkpointing.save(manager, step, state, force=is_last):
-      if config.data.checkpoint_iterator:
-        train_iter.save(input_pipeline.iterator_state_path(
-            workdir, step, jax.process_index()))
-        input_pipeline.prune_iterator_states(workdir, [*manager.all_steps(), step])
+    if saving:
+      save_checkpoint(manager, step, state, train_iter, config, workdir, force=is_last)
 
   manager.wait_until_finished()
   manager.close()

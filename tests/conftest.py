@@ -55,3 +55,16 @@ def write_tfds_dataset(data_dir, name="tiny_colors", num_train=24, num_validatio
 def tfds_dir(tmp_path_factory):
   """A small prepared TFDS data set written by the tests themselves."""
   return write_tfds_dataset(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="session")
+def pretrained_workdir(tmp_path_factory):
+  """A tiny model pretrained for 2 steps, with learned position embeddings."""
+  from ebm_vision import train  # pylint: disable=g-import-not-at-top
+  c = common.get_pretraining_config()
+  common.tiny_model(c)
+  c.data.source, c.num_train_steps, c.eval_tasks = "dead_leaves", 2, ("mask",)
+  c.model.posemb = "learn"
+  workdir = str(tmp_path_factory.mktemp("pretrain"))
+  train.train_and_evaluate(c, workdir)
+  return workdir

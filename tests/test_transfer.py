@@ -12,18 +12,6 @@ from configs import common
 from ebm_vision import features, frozen_eval, input_pipeline, pretrained, train
 
 
-@pytest.fixture(scope="module")
-def pretrained_workdir(tmp_path_factory):
-  """A tiny model pretrained for 2 steps, with learned position embeddings."""
-  c = common.get_pretraining_config()
-  common.tiny_model(c)
-  c.data.source, c.num_train_steps, c.eval_tasks = "dead_leaves", 2, ("mask",)
-  c.model.posemb = "learn"
-  workdir = str(tmp_path_factory.mktemp("pretrain"))
-  train.train_and_evaluate(c, workdir)
-  return workdir
-
-
 def test_load_at_another_resolution_keeps_the_backbone_and_adds_a_head(pretrained_workdir):
   model, params = pretrained.load_pretrained(pretrained_workdir, image_size=32, num_classes=7)
   saved = ocp.StandardCheckpointer().restore(

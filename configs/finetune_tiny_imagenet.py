@@ -1,0 +1,28 @@
+"""Fine-tuning on tiny_imagenet_a (64×64, 101 classes), MAE's recipe at small scale.
+
+  python main.py --config=configs/finetune_tiny_imagenet.py --workdir=$OUT \
+      --config.pretrained=$PRETRAIN_WORKDIR
+
+50 epochs at batch 256; the architecture comes from the pretraining run.
+"""
+from configs import common, tiny_imagenet_mask
+
+STEPS_PER_EPOCH = 50_500 // 256
+
+
+def get_config(arg=None):
+  del arg
+  c = common.get_transfer_config()
+  pretrain = tiny_imagenet_mask.get_config()
+  c.model, c.data = pretrain.model, pretrain.data  # Same architecture and data set.
+  c.mode = "finetune"
+  c.batch_size = 256
+  c.num_train_steps = 50 * STEPS_PER_EPOCH
+  c.optimizer.learning_rate_per_256 = 1e-3  # Small models take a higher rate.
+  c.optimizer.warmup_steps = 5 * STEPS_PER_EPOCH
+  c.finetune.layer_decay = 0.75  # Shallower model (12 blocks of width 192).
+  c.finetune.eval_every_steps = 5 * STEPS_PER_EPOCH
+  c.data.eval_crop_fraction = 1.0  # 64×64 images: no centre crop.
+  c.data.crop_min_scale = 0.35  # Milder crops on tiny images.
+  c.log_every_steps = 50
+  return c

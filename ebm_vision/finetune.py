@@ -1,0 +1,120 @@
+"""Fine-tuning a pretrained backbone for classification (MAE's recipe): the training loop.
+
+  python main.py --config=configs/finetune_tiny_imagenet.py --workdir=$OUT \
+      --config.pretrained=$PRETRAIN_WORKDIR
+
+Layer-wise learning-rate decay, drop path, mixup + cutmix, label smoothing,
+AdamW with warm-up and cosine decay; top-1/top-5 on the eval split every
+`finetune.eval_every_steps`. `checkpoints/` holds the latest states (resume),
+`best/` the parameters with the best top-1.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from ebm_vision import checkpointing, classification, config_validation, input_pipeline
+from ebm_vision import mesh as mesh_lib
+from ebm_vision import pretrained
+from ebm_vision.frozen_eval import backbone
+from ebm_vision.optimizer import create_optimizer, layer_decay_scales
+from ebm_vision.train import first_non_finite, save_checkpoint, step_metrics
+
+
+def evaluate(params, config, model) -> dict[str, float]:
+  """Top-1 and top-5 accuracy on the whole eval split (centre crops)."""
+  totals = {"top1": 0., "top5": 0., "count": 0.}
+  for batch in input_pipeline.labeled_batches(config.data, config.data.eval_split,
+                                              config.batch_size):
+    counts = classification.eval_step(params, batch, model=model,
+                                      pixel_mean=tuple(config.data.pixel_mean),
+                                      pixel_std=tuple(config.data.pixel_std))
+    totals = {k: totals[k] + float(v) for k, v in counts.items()}
+  return {"eval/top1": totals["top1"] / totals["count"],
+          "eval/top5": totals["top5"] / totals["count"]}
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Fine-tunes `config.pretrained` (or a random init) on `config.data`; returns the last metrics."""
+  config_validation.validate_transfer(config, jax.device_count())
+  config_validation.check_workdir(workdir)
+  input_pipeline.hide_accelerators_from_tf()
+  mesh = mesh_lib.create_mesh(config.mesh)
+  replicated = mesh_lib.replicated(mesh)
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+  if jax.process_index() == 0:
+    pretrained.save_run_config(workdir, config)
+
+  # ---------------------------------------------------- model and optimizer
+  num_classes = input_pipeline.num_classes(config.data)
+  model, params, _ = backbone(config, num_classes=num_classes,
+                              drop_path_rate=config.finetune.drop_path_rate)
+  scales = layer_decay_scales(params, model.depth, config.finetune.layer_decay)
+  tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps,
+                                  lr_scales=scales)
+  init = functools.partial(classification.init_state, params, tx)
+  abstract_state = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
+  state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+
+  # ------------------------------------------------ fresh or resumed state
+  manager = checkpointing.create_manager(workdir, config)
+  best = ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), "best"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["eval/top1"],
+                                           best_mode="max"))
+  state = checkpointing.restore_latest(
+      manager, checkpointing.abstract_like(abstract_state, state_sharding))
+  if state is None:
+    state = jax.jit(init, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
+  start_step = int(state["step"])
+  train_iter = input_pipeline.create_pretraining_iterator(
+      config.data, global_batch_size=config.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      start_step=start_step, workdir=workdir, with_labels=True)
+
+  step_fn = jax.jit(
+      functools.partial(classification.train_step, model=model, config=config, tx=tx,
+                        schedule=schedule, num_classes=num_classes),
+      in_shardings=(state_sharding, mesh_lib.batch_sharding(mesh)),
+      out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+
+  # ------------------------------------------------------------------ loop
+  progress = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
+                                             writer=writer, every_steps=config.log_every_steps)
+  scalars, pending, pending_from = {}, [], start_step + 1
+  for step in range(start_step + 1, config.num_train_steps + 1):
+    state, metrics = step_fn(state, mesh_lib.global_batch(next(train_iter), mesh))
+    pending.append(metrics["loss"])
+    progress(step)
+    is_last = step == config.num_train_steps
+    saving = is_last or manager.should_save(step)
+    if saving or step % config.log_every_steps == 0:
+      bad = first_non_finite(pending_from, pending)
+      if bad is not None:
+        raise FloatingPointError(f"non-finite loss at step {bad}; the last good checkpoint is "
+                                 f"step {manager.latest_step()} in {workdir}")
+      scalars = step_metrics(metrics, "train/")
+      scalars["train/loss"] = float(np.mean(jax.device_get(pending)))
+      writer.write_scalars(step, scalars)
+      pending, pending_from = [], step + 1
+    if step % config.finetune.eval_every_steps == 0 or is_last:
+      eval_scalars = evaluate(state["params"], config, model)
+      writer.write_scalars(step, eval_scalars)
+      scalars.update(eval_scalars)
+      best.save(step, args=ocp.args.StandardSave(state["params"]), metrics=eval_scalars)
+      logging.info("step %d: top-1 %.4f, top-5 %.4f", step, eval_scalars["eval/top1"],
+                   eval_scalars["eval/top5"])
+    if saving:
+      save_checkpoint(manager, step, state, train_iter, config, workdir, force=is_last)
+  for m in (manager, best):
+    m.wait_until_finished()
+    m.close()
+  writer.flush()
+  return scalars

@@ -1,0 +1,76 @@
+"""Fine-tuning: mixup/cutmix, layer-wise learning-rate decay, and the loop end to end."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import common
+from ebm_vision import finetune, mixup
+from ebm_vision.optimizer import create_optimizer, layer_decay_scales
+
+
+def test_smoothed_targets_sum_to_one():
+  t = mixup.smooth_labels(jnp.array([0, 2]), 4, 0.1)
+  np.testing.assert_allclose(t.sum(-1), 1., rtol=1e-6)
+  np.testing.assert_allclose(t[0], [0.925, 0.025, 0.025, 0.025], rtol=1e-6)
+
+
+@pytest.mark.parametrize("mixup_alpha,cutmix_alpha", [(0.8, 0.), (0., 1.)])
+def test_mixed_targets_weigh_each_source_as_its_pixels_do(mixup_alpha, cutmix_alpha):
+  # Image i is the constant i, so pixel values tell which source each pixel came from.
+  images = jnp.arange(4.)[:, None, None, None] * jnp.ones((4, 16, 16, 3))
+  targets = jax.nn.one_hot(jnp.arange(4), 4)
+  for seed in range(5):
+    mixed, mixed_targets = mixup.mix_batch(jax.random.PRNGKey(seed), images, targets,
+                                           mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha)
+    np.testing.assert_allclose(mixed_targets.sum(-1), 1., rtol=1e-6)
+    # Image 0 mixes with image 3: its mean pixel is 3 × (weight of class 3).
+    np.testing.assert_allclose(mixed[0].mean(), 3 * mixed_targets[0, 3], rtol=1e-5, atol=1e-6)
+    if cutmix_alpha:  # CutMix copies pixels: only the two source values occur.
+      assert set(np.unique(np.asarray(mixed[0]))) <= {0., 3.}
+
+
+def test_mixing_disabled_returns_the_batch():
+  images, targets = jnp.ones((2, 4, 4, 3)), jnp.eye(2)
+  out = mixup.mix_batch(jax.random.PRNGKey(0), images, targets, mixup_alpha=0., cutmix_alpha=0.)
+  assert out[0] is images and out[1] is targets
+
+
+def test_layer_decay_scales_and_their_effect():
+  params = {"embedding": {"kernel": jnp.ones((2, 2))},
+            "Transformer": {"encoderblock_0": {"w": jnp.ones(2)},
+                            "encoderblock_1": {"w": jnp.ones(2)},
+                            "encoder_norm": {"scale": jnp.ones(2)}},
+            "head": {"kernel": jnp.ones((2, 2))}}
+  scales = layer_decay_scales(params, depth=2, decay=0.5)
+  assert scales["embedding"]["kernel"] == 0.125
+  assert scales["Transformer"]["encoderblock_0"]["w"] == 0.25
+  assert scales["Transformer"]["encoderblock_1"]["w"] == 0.5
+  assert scales["Transformer"]["encoder_norm"]["scale"] == scales["head"]["kernel"] == 1.
+  c = common.get_transfer_config().optimizer
+  c.warmup_steps, c.weight_decay = 0, 0.
+  tx, _ = create_optimizer(c, 256, 10, lr_scales=scales)
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  ratio = jnp.abs(updates["embedding"]["kernel"]).max() / jnp.abs(updates["head"]["kernel"]).max()
+  np.testing.assert_allclose(ratio, 0.125, rtol=1e-5)
+
+
+def test_finetuning_runs_evaluates_and_keeps_the_best(tfds_dir, tmp_path, pretrained_workdir):
+  c = common.get_transfer_config()
+  common.tiny_model(c)
+  c.mode, c.pretrained = "finetune", pretrained_workdir
+  c.data.builder_dir, c.batch_size = tfds_dir, 8
+  c.num_train_steps, c.finetune.eval_every_steps = 4, 2
+  c.checkpoint_every_steps = 2
+  scalars = finetune.train_and_evaluate(c, str(tmp_path))
+  assert 0 <= scalars["eval/top1"] <= scalars["eval/top5"] <= 1
+  assert np.isfinite(scalars["train/loss"])
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+  assert len([d for d in os.listdir(tmp_path / "best") if d.isdigit()]) == 1
+  c.num_train_steps = 6  # Resumes from step 4.
+  scalars = finetune.train_and_evaluate(c, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints"))[-1] == "6"
