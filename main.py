@@ -53,7 +53,8 @@ def main(argv):
   try:
     if FLAGS.mode == "restore":
       viewer.restore_and_report(FLAGS.config, FLAGS.workdir)
-    elif FLAGS.config.mode == "finetune":
+    elif FLAGS.config.mode == "finetune" or (
+        FLAGS.config.mode == "linear_probe" and not FLAGS.config.frozen.fast):
       finetune.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     elif FLAGS.config.mode in ("knn", "linear_probe"):
       results = frozen_eval.evaluate(FLAGS.config, FLAGS.workdir)

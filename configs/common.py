@@ -135,7 +135,8 @@ def get_transfer_config() -> ml_collections.ConfigDict:
   c.data.eval_crop_fraction = 0.875  # Resize to size/0.875, centre-crop size (MAE's evaluation).
   c.data.crop_min_scale = 0.08  # Supervised random-resized-crop (MAE fine-tuning).
 
-  c.frozen = ml_collections.ConfigDict()  # Frozen-feature evaluation (features extracted once).
+  c.frozen = ml_collections.ConfigDict()  # Frozen-feature evaluation.
+  c.frozen.fast = True  # Linear probe on features extracted once (True), or trained on augmented images like fine-tuning (False).
   c.frozen.methods = ("knn", "linear_probe")  # Which of 'knn' and 'linear_probe' to run.
   c.frozen.num_train_examples = 0  # Train examples whose features are used; 0 = the whole split.
   c.frozen.num_eval_examples = 0  # Eval examples; 0 = the whole split.

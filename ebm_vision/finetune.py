@@ -1,12 +1,15 @@
-"""Fine-tuning a pretrained backbone for classification (MAE's recipe): the training loop.
+"""Supervised transfer by training: fine-tuning (MAE's recipe) and the trained linear probe.
 
   python main.py --config=configs/finetune_tiny_imagenet.py --workdir=$OUT \
       --config.pretrained=$PRETRAIN_WORKDIR
 
-Layer-wise learning-rate decay, drop path, mixup + cutmix, label smoothing,
-AdamW with warm-up and cosine decay; top-1/top-5 on the eval split every
-`finetune.eval_every_steps`. `checkpoints/` holds the latest states (resume),
-`best/` the parameters with the best top-1.
+mode='finetune': layer-wise learning-rate decay, drop path, mixup + cutmix, label
+smoothing, AdamW with warm-up and cosine decay. mode='linear_probe' with
+frozen.fast=False: frozen backbone, BatchNorm without affine, a linear head trained
+with the same optimizer on augmented images (MAE's linear probe). Both evaluate
+top-1/top-5 on the eval split every `finetune.eval_every_steps`; `checkpoints/`
+holds the latest states (resume), `best/` the ViT parameters with the best top-1
+(for the probe, with the feature standardization folded into the head).
 """
 from __future__ import annotations
 
@@ -53,13 +56,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
     pretrained.save_run_config(workdir, config)
 
   # ---------------------------------------------------- model and optimizer
+  probe = config.mode == "linear_probe"
   num_classes = input_pipeline.num_classes(config.data)
   model, params, _ = backbone(config, num_classes=num_classes,
-                              drop_path_rate=config.finetune.drop_path_rate)
-  scales = layer_decay_scales(params, model.depth, config.finetune.layer_decay)
+                              drop_path_rate=0. if probe else config.finetune.drop_path_rate)
+  if probe:  # Only the head learns.
+    scales = jax.tree_util.tree_map_with_path(
+        lambda path, _: float(getattr(path[0], "key", None) == "head"), params)
+  else:
+    scales = layer_decay_scales(params, model.depth, config.finetune.layer_decay)
   tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps,
                                   lr_scales=scales)
-  init = functools.partial(classification.init_state, params, tx)
+  init = functools.partial(
+      classification.init_probe_state if probe else classification.init_state, params, tx)
   abstract_state = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
   state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
 
@@ -80,8 +89,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       start_step=start_step, workdir=workdir, with_labels=True)
 
   step_fn = jax.jit(
-      functools.partial(classification.train_step, model=model, config=config, tx=tx,
-                        schedule=schedule, num_classes=num_classes),
+      functools.partial(classification.probe_train_step if probe else classification.train_step,
+                        model=model, config=config, tx=tx, schedule=schedule,
+                        num_classes=num_classes),
       in_shardings=(state_sharding, mesh_lib.batch_sharding(mesh)),
       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 
@@ -105,10 +115,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
       writer.write_scalars(step, scalars)
       pending, pending_from = [], step + 1
     if step % config.finetune.eval_every_steps == 0 or is_last:
-      eval_scalars = evaluate(state["params"], config, model)
+      params = state["params"]
+      if probe:
+        params = classification.fold_standardization(params, state["probe_stats"])
+      eval_scalars = evaluate(params, config, model)
       writer.write_scalars(step, eval_scalars)
       scalars.update(eval_scalars)
-      best.save(step, args=ocp.args.StandardSave(state["params"]), metrics=eval_scalars)
+      best.save(step, args=ocp.args.StandardSave(params), metrics=eval_scalars)
       logging.info("step %d: top-1 %.4f, top-5 %.4f", step, eval_scalars["eval/top1"],
                    eval_scalars["eval/top5"])
     if saving:

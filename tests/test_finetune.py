@@ -73,3 +73,34 @@ def test_finetuning_runs_evaluates_and_keeps_the_best(tfds_dir, tmp_path, pretra
   c.num_train_steps = 6  # Resumes from step 4.
   scalars = finetune.train_and_evaluate(c, str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints"))[-1] == "6"
+
+
+def test_folded_standardization_gives_the_probe_logits():
+  rng = np.random.default_rng(0)
+  feats = rng.normal(3., 2., (10, 4)).astype(np.float32)
+  stats = {"mean": feats.mean(0), "var": feats.var(0)}
+  params = {"head": {"kernel": rng.normal(size=(4, 3)).astype(np.float32),
+                     "bias": rng.normal(size=3).astype(np.float32)}}
+  folded = finetune.classification.fold_standardization(params, stats)
+  expected = (feats - stats["mean"]) / np.sqrt(stats["var"] + 1e-6) @ params["head"]["kernel"] \
+      + params["head"]["bias"]
+  np.testing.assert_allclose(feats @ folded["head"]["kernel"] + folded["head"]["bias"], expected,
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_trained_linear_probe_changes_only_the_head(tfds_dir, tmp_path, pretrained_workdir):
+  c = common.get_transfer_config()
+  common.tiny_model(c)
+  c.mode, c.frozen.fast, c.pretrained = "linear_probe", False, pretrained_workdir
+  c.data.builder_dir, c.batch_size = tfds_dir, 8
+  c.num_train_steps, c.finetune.eval_every_steps, c.checkpoint_every_steps = 3, 3, 3
+  scalars = finetune.train_and_evaluate(c, str(tmp_path))
+  assert 0 <= scalars["eval/top1"] <= 1
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  state = ocp.StandardCheckpointer().restore(str(tmp_path / "checkpoints" / "3" / "state"))
+  _, loaded = finetune.pretrained.load_pretrained(pretrained_workdir, num_classes=3)
+  for name in ("embedding", "pos_embedding", "Transformer"):
+    for a, b in zip(jax.tree.leaves(state["params"][name]), jax.tree.leaves(loaded[name])):
+      np.testing.assert_array_equal(a, b)
+  assert np.abs(state["params"]["head"]["kernel"]).max() > 0
+  assert not np.allclose(state["probe_stats"]["var"], 1.)
