@@ -83,7 +83,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if state is None:
     state = jax.jit(init, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
   start_step = int(state["step"])
-  train_iter = input_pipeline.create_pretraining_iterator(
+  train_iter = input_pipeline.create_train_iterator(
       config.data, global_batch_size=config.batch_size, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       start_step=start_step, workdir=workdir, with_labels=True)

@@ -147,9 +147,9 @@ def _element_seeds(ds: tf.data.Dataset, seed: int, process_index: int) -> tf.dat
       lambda i, x: (tf.stack([tf.cast(seed * 1_000_003 + process_index, tf.int64), i]), x))
 
 
-def pretraining_dataset(data_config, *, local_batch_size: int, seed: int,
-                        process_index: int = 0, process_count: int = 1,
-                        with_labels: bool = False) -> tf.data.Dataset:
+def train_dataset(data_config, *, local_batch_size: int, seed: int,
+                  process_index: int = 0, process_count: int = 1,
+                  with_labels: bool = False) -> tf.data.Dataset:
   """Endless, shuffled, augmented batches of this process's part of the train split.
 
   Batches hold 'image' (uint8) and, `with_labels`, 'label' (TFDS sources only).
@@ -275,10 +275,10 @@ def prune_iterator_states(workdir: str, keep_steps: Iterable[int]) -> None:
       shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
-def create_pretraining_iterator(data_config, *, global_batch_size: int, seed: int,
-                                process_index: int, process_count: int,
-                                start_step: int = 0, workdir: Optional[str] = None,
-                                with_labels: bool = False) -> DataIterator:
+def create_train_iterator(data_config, *, global_batch_size: int, seed: int,
+                          process_index: int, process_count: int,
+                          start_step: int = 0, workdir: Optional[str] = None,
+                          with_labels: bool = False) -> DataIterator:
   """The train stream of this process, positioned for `start_step`.
 
   With data.checkpoint_iterator, a run resumed at `start_step` restores the
@@ -299,9 +299,9 @@ def create_pretraining_iterator(data_config, *, global_batch_size: int, seed: in
   stream_seed = seed
   if start_step and state_path is None:
     stream_seed = int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0] >> 1)
-  ds = pretraining_dataset(data_config, local_batch_size=global_batch_size // process_count,
-                           seed=stream_seed, process_index=process_index,
-                           process_count=process_count, with_labels=with_labels)
+  ds = train_dataset(data_config, local_batch_size=global_batch_size // process_count,
+                     seed=stream_seed, process_index=process_index,
+                     process_count=process_count, with_labels=with_labels)
   iterator = DataIterator(ds)
   if state_path:
     iterator.restore(state_path)

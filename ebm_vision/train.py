@@ -108,7 +108,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   logging.info("ViT parameters: %.2fM", num_params / 1e6)
 
   # ------------------------------------------------------------------- input
-  train_iter = input_pipeline.create_pretraining_iterator(
+  train_iter = input_pipeline.create_train_iterator(
       config.data, global_batch_size=config.batch_size, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       start_step=start_step, workdir=workdir)

@@ -22,7 +22,7 @@ def grey_levels(batch):
 
 
 def test_tfds_batches_are_uint8_of_the_configured_size(tfds_dir):
-  it = input_pipeline.create_pretraining_iterator(
+  it = input_pipeline.create_train_iterator(
       data_config(builder_dir=tfds_dir), global_batch_size=4, seed=0, process_index=0,
       process_count=1)
   batch = next(it)
@@ -33,7 +33,7 @@ def test_tfds_batches_are_uint8_of_the_configured_size(tfds_dir):
 def test_each_process_reads_a_disjoint_part_of_the_split(tfds_dir):
   seen = []
   for process in range(2):
-    it = input_pipeline.create_pretraining_iterator(
+    it = input_pipeline.create_train_iterator(
         data_config(builder_dir=tfds_dir), global_batch_size=8, seed=0,
         process_index=process, process_count=2)
     # 12 examples per process; the shuffle buffer mixes epochs, so read three.
@@ -45,7 +45,7 @@ def test_each_process_reads_a_disjoint_part_of_the_split(tfds_dir):
 
 def test_same_seed_same_stream_other_seed_other_stream(tfds_dir):
   def first_batches(seed):
-    it = input_pipeline.create_pretraining_iterator(
+    it = input_pipeline.create_train_iterator(
         data_config(builder_dir=tfds_dir), global_batch_size=4, seed=seed,
         process_index=0, process_count=1)
     return [next(it)["image"] for _ in range(3)]
@@ -58,7 +58,7 @@ def test_same_seed_same_stream_other_seed_other_stream(tfds_dir):
 @pytest.mark.parametrize("source", ["tfds", "dead_leaves"])
 def test_saved_iterator_resumes_exactly(tfds_dir, tmp_path, source):
   cfg = data_config(builder_dir=tfds_dir, source=source)
-  make = lambda: input_pipeline.create_pretraining_iterator(
+  make = lambda: input_pipeline.create_train_iterator(
       cfg, global_batch_size=4, seed=0, process_index=0, process_count=1)
   it = make()
   for _ in range(5):  # Past an epoch boundary (24 examples) for the TFDS source.
@@ -110,4 +110,4 @@ def test_missing_dataset_says_what_was_looked_for_and_where(tmp_path):
 def test_unknown_split_is_rejected(tfds_dir):
   cfg = data_config(builder_dir=tfds_dir, train_split="trian")
   with pytest.raises(ValueError, match="trian"):
-    input_pipeline.pretraining_dataset(cfg, local_batch_size=2, seed=0)
+    input_pipeline.train_dataset(cfg, local_batch_size=2, seed=0)

@@ -52,13 +52,13 @@ def test_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, monkeypatch
   c.data.checkpoint_iterator = True  # Exact data order after a resume.
   train.train_and_evaluate(c, str(tmp_path / "straight"))
 
-  make_iterator = input_pipeline.create_pretraining_iterator
-  monkeypatch.setattr(input_pipeline, "create_pretraining_iterator",
+  make_iterator = input_pipeline.create_train_iterator
+  monkeypatch.setattr(input_pipeline, "create_train_iterator",
                       lambda *a, **kw: CrashAfter(make_iterator(*a, **kw), 5))
   with pytest.raises(KeyboardInterrupt):  # Crashes while fetching step 6's batch.
     train.train_and_evaluate(c, str(tmp_path / "resumed"))
   assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["2", "4"]
-  monkeypatch.setattr(input_pipeline, "create_pretraining_iterator", make_iterator)
+  monkeypatch.setattr(input_pipeline, "create_train_iterator", make_iterator)
   train.train_and_evaluate(c, str(tmp_path / "resumed"))  # Resumes at step 4.
 
   # Iterator states follow the checkpoints Orbax keeps.
