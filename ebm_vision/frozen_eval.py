@@ -24,7 +24,8 @@ def backbone(config, num_classes=None, drop_path_rate=None):
   if config.pretrained:
     model, params = pretrained.load_pretrained(
         config.pretrained, image_size=config.data.image_size, num_classes=num_classes,
-        drop_path_rate=drop_path_rate, rng=jax.random.PRNGKey(config.seed))
+        drop_path_rate=drop_path_rate, pool_type=config.model.pool_type,
+        rng=jax.random.PRNGKey(config.seed))
     return model, params, pretrained.checkpoint_step(config.pretrained)
   model_config = config.model.copy_and_resolve_references()
   if drop_path_rate is not None:

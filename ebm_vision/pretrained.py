@@ -54,7 +54,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 
 def load_pretrained(path: str, *, image_size: Optional[int] = None,
                     num_classes: Optional[int] = None, model_config=None,
-                    drop_path_rate: Optional[float] = None,
+                    drop_path_rate: Optional[float] = None, pool_type: Optional[str] = None,
                     rng: Optional[jax.Array] = None) -> tuple[ViT, dict]:
   """A ViT and its params from a pretraining checkpoint, ready for transfer.
 
@@ -67,7 +67,9 @@ def load_pretrained(path: str, *, image_size: Optional[int] = None,
     model_config: the model section to build; default: the run's own (config.json).
       Loading into a different architecture fails with the mismatched shapes.
     drop_path_rate: overrides the model's stochastic depth (fine-tuning uses it).
-    rng: initializes the parameters the checkpoint does not have (the head).
+    pool_type: overrides the pooled feature, 'gap' or 'token'; a class token the
+      checkpoint lacks starts at zero, like the head.
+    rng: initializes the parameters the checkpoint does not have (head, class token).
 
   Returns:
     (model, params): `model.apply({'params': params}, images)` gives the dict of
@@ -81,6 +83,8 @@ def load_pretrained(path: str, *, image_size: Optional[int] = None,
   model_config = ml_collections.ConfigDict(model_config)
   if drop_path_rate is not None:
     model_config.drop_path_rate = drop_path_rate
+  if pool_type is not None:
+    model_config.pool_type = pool_type
   model = create_vit(model_config, num_classes=num_classes)
   size = image_size
   fresh = model.init(rng if rng is not None else jax.random.PRNGKey(0),
@@ -95,7 +99,8 @@ def load_pretrained(path: str, *, image_size: Optional[int] = None,
   mismatched = [f"{k}: checkpoint {np.shape(flat_loaded[k])} vs model {np.shape(v)}"
                 for k, v in flat_fresh.items()
                 if k in flat_loaded and np.shape(flat_loaded[k]) != np.shape(v)]
-  missing = [k for k in flat_fresh if k not in flat_loaded and not k.startswith("head/")]
+  missing = [k for k in flat_fresh
+             if k not in flat_loaded and not k.startswith("head/") and k != "cls"]
   if mismatched or missing:
     raise ValueError("checkpoint does not fit the model: " + "; ".join(
         mismatched + [f"{k}: not in checkpoint" for k in missing]))

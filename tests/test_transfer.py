@@ -27,6 +27,14 @@ def test_load_at_another_resolution_keeps_the_backbone_and_adds_a_head(pretraine
   assert pretrained.checkpoint_step(pretrained_workdir) == 2
 
 
+def test_class_token_features_from_a_global_pool_checkpoint(pretrained_workdir):
+  model, params = pretrained.load_pretrained(pretrained_workdir, pool_type="token")
+  np.testing.assert_array_equal(params["cls"], 0.)
+  out = model.apply({"params": params}, np.zeros((2, 16, 16, 3), np.float32))
+  chex.assert_shape(out["tokens"], (2, 17, 64))  # The class token comes first.
+  np.testing.assert_allclose(out["pre_logits"], out["encoded"][:, 0])
+
+
 def test_loading_into_another_architecture_names_the_mismatched_shapes(pretrained_workdir):
   model_config = pretrained.load_run_config(pretrained_workdir).model
   model_config.width, model_config.mlp_dim = 32, 64
