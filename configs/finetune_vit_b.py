@@ -12,6 +12,6 @@ from configs import common
 def get_config(arg=None):
   del arg
   c = common.get_transfer_config()
-  c.mode = "finetune"
+  c.mode = "finetune"  # Train the whole network with labels.
   c.model.compute_dtype = "bfloat16"  # Only used for a random-init baseline (no --config.pretrained).
   return c

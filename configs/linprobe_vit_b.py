@@ -13,7 +13,7 @@ from configs import common
 def get_config(arg=None):
   del arg
   c = common.get_transfer_config()
-  c.mode = "linear_probe"
+  c.mode = "linear_probe"  # kNN and linear probe on frozen features.
   c.frozen.probe_batch_size = 16384  # MAE's linear-probe batch.
-  c.frozen.probe_learning_rate = 3e-3
+  c.frozen.probe_learning_rate = 3e-3  # Higher than the default for the large batch.
   return c

@@ -15,16 +15,16 @@ def get_config(arg=None):
   """arg: unused; accepted for the big_vision-style 'file.py:arg' syntax."""
   del arg
   c = common.get_pretraining_config()
-  c.batch_size = 256
-  c.num_train_steps = 100 * STEPS_PER_EPOCH
+  c.batch_size = 256  # Global batch.
+  c.num_train_steps = 100 * STEPS_PER_EPOCH  # 100 epochs.
   c.model.variant = "Ti/8"  # 8·8·3 = 192 values per patch = the width.
-  c.data.name = "tiny_imagenet_a"
+  c.data.name = "tiny_imagenet_a"  # 101 Tiny-ImageNet classes, 64×64.
   c.data.data_dir = "../shared/data/tfds"  # Relative to the repository root.
-  c.data.image_size = 64
+  c.data.image_size = 64  # The data set's own resolution.
   c.data.eval_crop_fraction = 1.0  # Images are already 64×64: no centre crop.
-  c.data.shuffle_buffer = 20_000
+  c.data.shuffle_buffer = 20_000  # 40% of the 50,500 training images.
   c.optimizer.learning_rate_per_256 = 1e-3  # Small models train well with a higher rate.
-  c.optimizer.warmup_steps = 5 * STEPS_PER_EPOCH
-  c.log_every_steps = 50
-  c.image_every_steps = 1000
+  c.optimizer.warmup_steps = 5 * STEPS_PER_EPOCH  # 5 epochs.
+  c.log_every_steps = 50  # Console and TensorBoard scalars.
+  c.image_every_steps = 1000  # Restoration grids and held-out metrics.
   return c
