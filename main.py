@@ -20,6 +20,18 @@ flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard logs and im
 flags.DEFINE_enum("mode", "train", ["train", "restore"],
                   "'train' pretrains (resuming from --workdir); 'restore' writes restoration "
                   "grids and PSNR/SSIM per task for the latest checkpoint in --workdir.")
+flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
+                  "Multi-process JAX: 'auto' joins the other processes when launched by SLURM "
+                  "(srun), Open MPI or on a multi-worker TPU slice, or when "
+                  "--coordinator_address is set; 'on' always calls jax.distributed.initialize "
+                  "(TPU VMs find their peers themselves); 'off' runs one process.")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0, for launchers JAX does not detect.")
+flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
+flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+flags.DEFINE_list("local_device_ids", None,
+                  "GPUs this process drives, e.g. 0,1,2,3,4,5,6,7 for one process per node "
+                  "under SLURM (JAX otherwise gives each SLURM task one GPU).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -47,8 +59,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so that --help and flag errors do not wait for JAX and TF.
-  from ebm_vision import finetune, frozen_eval, train, viewer  # pylint: disable=g-import-not-at-top
+  from ebm_vision import distributed, finetune, frozen_eval, train, viewer  # pylint: disable=g-import-not-at-top
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  try:
+    distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
+                           FLAGS.process_id, FLAGS.local_device_ids)
+  except ValueError as e:
+    sys.exit(f"ebm-vision: {e}")
   logging.info("Config:\n%s", FLAGS.config)
   try:
     if FLAGS.mode == "restore":

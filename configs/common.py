@@ -104,7 +104,9 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.viewer.tasks = ("mask", "sort", "sr", "denoise", "color")  # Tasks shown and measured.
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.data = -1  # Devices on the data-parallel axis; -1 means all devices.
+  c.mesh.data = -1  # Devices on the data-parallel axis (batch split, params replicated); -1 = the rest.
+  c.mesh.fsdp = 1  # Devices on the FSDP axis (batch and weight matrices split, ZeRO-3); -1 = the rest.
+  c.mesh.tensor = 1  # Devices on the tensor-parallel axis (MLP and attention heads split); -1 = the rest.
 
   c.log_every_steps = 100  # Scalars to TensorBoard and the console.
   c.image_every_steps = 2000  # Restoration grid PNGs and held-out metrics.

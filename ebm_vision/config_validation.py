@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from ebm_vision import corruptions, energy
+from ebm_vision import mesh as mesh_lib
 from ebm_vision.models import vit, vit_kwargs
 
 DATA_SOURCES = ("tfds", "dead_leaves")  # Kept free of TensorFlow: see input_pipeline.
@@ -57,8 +58,12 @@ def _validate_model_and_data(config, num_devices: int) -> dict:
   _check(0 < config.data.crop_min_scale <= 1, config, "data.crop_min_scale", "must be in (0, 1]")
   _check(len(config.data.pixel_mean) == 3 and len(config.data.pixel_std) == 3, config,
          "data.pixel_mean", "pixel_mean and pixel_std need 3 values each")
-  _check(config.batch_size > 0 and config.batch_size % num_devices == 0, config, "batch_size",
-         f"must be a positive multiple of the {num_devices} devices")
+  try:
+    data, fsdp, _ = mesh_lib.mesh_shape(config.mesh, num_devices)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  _check(config.batch_size > 0 and config.batch_size % (data * fsdp) == 0, config, "batch_size",
+         f"must be a positive multiple of mesh.data × mesh.fsdp = {data * fsdp}")
   return kw
 
 

@@ -24,7 +24,7 @@ from clu import metric_writers, periodic_actions
 
 from ebm_vision import checkpointing, classification, config_validation, input_pipeline
 from ebm_vision import mesh as mesh_lib
-from ebm_vision import pretrained
+from ebm_vision import partitioning, preemption, pretrained
 from ebm_vision.frozen_eval import backbone
 from ebm_vision.optimizer import create_optimizer, layer_decay_scales
 from ebm_vision.train import first_non_finite, save_checkpoint, step_metrics
@@ -70,7 +70,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   init = functools.partial(
       classification.init_probe_state if probe else classification.init_state, params, tx)
   abstract_state = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
-  state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+  state_sharding = partitioning.state_shardings(abstract_state, tx, mesh)
 
   # ------------------------------------------------ fresh or resumed state
   manager = checkpointing.create_manager(workdir, config)
@@ -88,10 +88,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       process_index=jax.process_index(), process_count=jax.process_count(),
       start_step=start_step, workdir=workdir, with_labels=True)
 
-  step_fn = jax.jit(
+  step_fn = partitioning.jit(
       functools.partial(classification.probe_train_step if probe else classification.train_step,
                         model=model, config=config, tx=tx, schedule=schedule,
-                        num_classes=num_classes),
+                        num_classes=num_classes), mesh,
       in_shardings=(state_sharding, mesh_lib.batch_sharding(mesh)),
       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 
@@ -99,33 +99,39 @@ def train_and_evaluate(config, workdir: str) -> dict:
   progress = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                              writer=writer, every_steps=config.log_every_steps)
   scalars, pending, pending_from = {}, [], start_step + 1
-  for step in range(start_step + 1, config.num_train_steps + 1):
-    state, metrics = step_fn(state, mesh_lib.global_batch(next(train_iter), mesh))
-    pending.append(metrics["loss"])
-    progress(step)
-    is_last = step == config.num_train_steps
-    saving = is_last or manager.should_save(step)
-    if saving or step % config.log_every_steps == 0:
-      bad = first_non_finite(pending_from, pending)
-      if bad is not None:
-        raise FloatingPointError(f"non-finite loss at step {bad}; the last good checkpoint is "
-                                 f"step {manager.latest_step()} in {workdir}")
-      scalars = step_metrics(metrics, "train/")
-      scalars["train/loss"] = float(np.mean(jax.device_get(pending)))
-      writer.write_scalars(step, scalars)
-      pending, pending_from = [], step + 1
-    if step % config.finetune.eval_every_steps == 0 or is_last:
-      params = state["params"]
-      if probe:
-        params = classification.fold_standardization(params, state["probe_stats"])
-      eval_scalars = evaluate(params, config, model)
-      writer.write_scalars(step, eval_scalars)
-      scalars.update(eval_scalars)
-      best.save(step, args=ocp.args.StandardSave(params), metrics=eval_scalars)
-      logging.info("step %d: top-1 %.4f, top-5 %.4f", step, eval_scalars["eval/top1"],
-                   eval_scalars["eval/top5"])
-    if saving:
-      save_checkpoint(manager, step, state, train_iter, config, workdir, force=is_last)
+  with preemption.PreemptionWatch(manager) as watch:
+    for step in range(start_step + 1, config.num_train_steps + 1):
+      state, metrics = step_fn(state, mesh_lib.global_batch(next(train_iter), mesh))
+      pending.append(metrics["loss"])
+      progress(step)
+      stop = watch.stop_requested(step)
+      is_last = step == config.num_train_steps
+      saving = is_last or stop or manager.should_save(step)
+      if saving or step % config.log_every_steps == 0:
+        bad = first_non_finite(pending_from, pending)
+        if bad is not None:
+          raise FloatingPointError(f"non-finite loss at step {bad}; the last good checkpoint is "
+                                   f"step {manager.latest_step()} in {workdir}")
+        scalars = step_metrics(metrics, "train/")
+        scalars["train/loss"] = float(np.mean(jax.device_get(pending)))
+        writer.write_scalars(step, scalars)
+        pending, pending_from = [], step + 1
+      if step % config.finetune.eval_every_steps == 0 or is_last:
+        params = state["params"]
+        if probe:
+          params = classification.fold_standardization(params, state["probe_stats"])
+        eval_scalars = evaluate(params, config, model)
+        writer.write_scalars(step, eval_scalars)
+        scalars.update(eval_scalars)
+        best.save(step, args=ocp.args.StandardSave(params), metrics=eval_scalars)
+        logging.info("step %d: top-1 %.4f, top-5 %.4f", step, eval_scalars["eval/top1"],
+                     eval_scalars["eval/top5"])
+      if saving:
+        save_checkpoint(manager, step, state, train_iter, config, workdir, force=is_last or stop)
+      if stop:
+        logging.warning("Stopped for preemption after saving step %d in %s; the next launch "
+                        "resumes from it.", step, workdir)
+        break
   for m in (manager, best):
     m.wait_until_finished()
     m.close()

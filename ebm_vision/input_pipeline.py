@@ -156,11 +156,15 @@ def train_dataset(data_config, *, local_batch_size: int, seed: int,
   """
   size = data_config.image_size
   if data_config.source == "dead_leaves":
-    # Each process draws its own images: seeds differ by process_index.
-    ds = tf.data.Dataset.range(2**62)
-    ds = _element_seeds(ds, seed, process_index).map(
-        lambda s, _: {"image": dead_leaves_image(s, size)},
-        num_parallel_calls=tf.data.AUTOTUNE)
+    # Example j of global batch b comes from the seed (seed, b·global_batch + j) on
+    # whichever process holds it, so the global stream is the same for any process count.
+    global_batch_size = local_batch_size * process_count
+    ds = tf.data.Dataset.range(2**62).map(
+        lambda i: (i // local_batch_size * global_batch_size
+                   + process_index * local_batch_size + i % local_batch_size))
+    ds = ds.map(lambda g: {"image": dead_leaves_image(
+        tf.stack([tf.constant(seed * 1_000_003, tf.int64), g]), size)},
+                num_parallel_calls=tf.data.AUTOTUNE)
   else:
     builder = get_builder(data_config)
     check_split(builder, data_config.train_split)

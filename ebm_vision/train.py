@@ -16,7 +16,7 @@ from clu import metric_writers, periodic_actions
 
 from ebm_vision import checkpointing, config_validation, frozen_eval, image_grid, input_pipeline
 from ebm_vision import mesh as mesh_lib
-from ebm_vision import pretrained, pretraining
+from ebm_vision import partitioning, preemption, pretrained, pretraining
 from ebm_vision.models import create_vit
 from ebm_vision.optimizer import create_optimizer
 
@@ -92,7 +92,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps)
   init = functools.partial(pretraining.init_state, model, tx, config)
   abstract_state = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
-  state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+  state_sharding = partitioning.state_shardings(abstract_state, tx, mesh)
 
   # ----------------------------------------------------- fresh or resumed state
   manager = checkpointing.create_manager(workdir, config)
@@ -118,14 +118,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
   knn_monitor = frozen_eval.KnnMonitor(config, model) if knn_every else None
 
   # ------------------------------------------------------------- jitted steps
-  train_step = jax.jit(
+  train_step = partitioning.jit(
       functools.partial(pretraining.train_step, model=model, config=config, tx=tx,
-                        schedule=schedule),
+                        schedule=schedule), mesh,
       in_shardings=(state_sharding, mesh_lib.batch_sharding(mesh)),
       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
-  diagnostics = {task: jax.jit(functools.partial(
+  diagnostics = {task: partitioning.jit(functools.partial(
       pretraining.restoration_diagnostics, model=model, config=config,
-      corruption_config=task_corruption(config.corruption, task)))
+      corruption_config=task_corruption(config.corruption, task)), mesh)
                  for task in config.eval_tasks}
   grid_rng = jax.random.PRNGKey(config.seed + 1)  # Same corruptions every time.
 
@@ -136,48 +136,54 @@ def train_and_evaluate(config, workdir: str) -> dict:
   pending_losses, pending_grad_norms, pending_from = [], [], start_step + 1
   scalars, metrics = {}, None
   timer_step, timer = start_step, time.perf_counter()
-  for step in range(start_step + 1, config.num_train_steps + 1):
-    batch = mesh_lib.global_batch(next(train_iter), mesh)
-    state, metrics = train_step(state, batch)
-    pending_losses.append(metrics["loss"])
-    pending_grad_norms.append(metrics["grad_norm"])
-    progress(step)
+  with preemption.PreemptionWatch(manager) as watch:
+    for step in range(start_step + 1, config.num_train_steps + 1):
+      batch = mesh_lib.global_batch(next(train_iter), mesh)
+      state, metrics = train_step(state, batch)
+      pending_losses.append(metrics["loss"])
+      pending_grad_norms.append(metrics["grad_norm"])
+      progress(step)
 
-    is_last = step == config.num_train_steps
-    saving = is_last or manager.should_save(step)
-    if saving or step % config.log_every_steps == 0:
-      bad = first_non_finite(pending_from, pending_losses, pending_grad_norms)
-      if bad is not None:
-        manager.wait_until_finished()
-        raise FloatingPointError(
-            f"non-finite loss or gradient at step {bad}; the last good checkpoint is "
-            f"step {manager.latest_step()} in {workdir}")
-      loss_mean = float(np.mean(jax.device_get(pending_losses)))
-      pending_losses, pending_grad_norms, pending_from = [], [], step + 1
+      stop = watch.stop_requested(step)
+      is_last = step == config.num_train_steps
+      saving = is_last or stop or manager.should_save(step)
+      if saving or step % config.log_every_steps == 0:
+        bad = first_non_finite(pending_from, pending_losses, pending_grad_norms)
+        if bad is not None:
+          manager.wait_until_finished()
+          raise FloatingPointError(
+              f"non-finite loss or gradient at step {bad}; the last good checkpoint is "
+              f"step {manager.latest_step()} in {workdir}")
+        loss_mean = float(np.mean(jax.device_get(pending_losses)))
+        pending_losses, pending_grad_norms, pending_from = [], [], step + 1
 
-    if step % config.log_every_steps == 0 or is_last:
-      elapsed = time.perf_counter() - timer
-      scalars = step_metrics(metrics, "train/")
-      scalars["train/loss"] = loss_mean
-      scalars["train/images_per_sec"] = (step - timer_step) * config.batch_size / elapsed
-      writer.write_scalars(step, scalars)
-      timer_step, timer = step, time.perf_counter()
+      if step % config.log_every_steps == 0 or is_last:
+        elapsed = time.perf_counter() - timer
+        scalars = step_metrics(metrics, "train/")
+        scalars["train/loss"] = loss_mean
+        scalars["train/images_per_sec"] = (step - timer_step) * config.batch_size / elapsed
+        writer.write_scalars(step, scalars)
+        timer_step, timer = step, time.perf_counter()
 
-    if step % config.image_every_steps == 0 or is_last:
-      for task, diagnose in diagnostics.items():
-        diag = diagnose(state["params"], grid_images, grid_rng)
-        if is_chief:
-          eval_scalars = write_restorations(workdir, step, task, diag, config, writer)
-          writer.write_scalars(step, eval_scalars)
-          scalars.update(eval_scalars)
+      if step % config.image_every_steps == 0 or is_last:
+        for task, diagnose in diagnostics.items():
+          diag = diagnose(state["params"], grid_images, grid_rng)
+          if is_chief:
+            eval_scalars = write_restorations(workdir, step, task, diag, config, writer)
+            writer.write_scalars(step, eval_scalars)
+            scalars.update(eval_scalars)
 
-    if knn_monitor and (step % knn_every == 0 or is_last):
-      top1 = knn_monitor(state["params"]["model"])
-      writer.write_scalars(step, {"knn/top1": top1})
-      scalars["knn/top1"] = top1
+      if knn_monitor and (step % knn_every == 0 or is_last):
+        top1 = knn_monitor(state["params"]["model"])
+        writer.write_scalars(step, {"knn/top1": top1})
+        scalars["knn/top1"] = top1
 
-    if saving:
-      save_checkpoint(manager, step, state, train_iter, config, workdir, force=is_last)
+      if saving:
+        save_checkpoint(manager, step, state, train_iter, config, workdir, force=is_last or stop)
+      if stop:
+        logging.warning("Stopped for preemption after saving step %d in %s; the next launch "
+                        "resumes from it.", step, workdir)
+        break
 
   manager.wait_until_finished()
   manager.close()

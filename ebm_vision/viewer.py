@@ -18,7 +18,7 @@ from absl import logging
 
 from ebm_vision import checkpointing, config_validation, image_grid, input_pipeline
 from ebm_vision import mesh as mesh_lib
-from ebm_vision import pretraining
+from ebm_vision import partitioning, pretraining
 from ebm_vision.models import create_vit
 from ebm_vision.optimizer import create_optimizer
 from ebm_vision.train import IMAGE_KEYS, step_metrics, task_corruption
@@ -61,7 +61,7 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
                             jax.random.PRNGKey(0))
   manager = checkpointing.create_manager(workdir, config)
   state = checkpointing.restore_latest(
-      manager, checkpointing.abstract_like(abstract, jax.tree.map(lambda _: replicated, abstract)))
+      manager, checkpointing.abstract_like(abstract, partitioning.state_shardings(abstract, tx, mesh)))
   if state is None:
     raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
   step = int(state["step"])
@@ -72,9 +72,9 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
   os.makedirs(out_dir, exist_ok=True)
   report = {}
   for task in config.viewer.tasks:
-    diagnose = jax.jit(functools.partial(
+    diagnose = partitioning.jit(functools.partial(
         pretraining.restoration_diagnostics, model=model, config=config,
-        corruption_config=task_corruption(config.corruption, task)))
+        corruption_config=task_corruption(config.corruption, task)), mesh)
     diag = jax.device_get(diagnose(state["params"], images, jax.random.PRNGKey(config.seed + 1)))
     shown = {k: v[:config.viewer.num_grid_images] if k != "trajectory"
              else v[:, :config.viewer.num_grid_images] for k, v in diag.items() if k in IMAGE_KEYS}

@@ -8,21 +8,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # pylint: disable=g-import-not-at-top
 
 from configs import common  # pylint: disable=g-import-not-at-top
+from tiny_config import get_config as make_tiny_config  # pylint: disable=g-import-not-at-top
 
 SHARED_TFDS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "tfds")
 
 
 @pytest.fixture
 def tiny_config():
-  """A test-sized pretraining config on the offline dead-leaves source."""
-  c = common.get_pretraining_config()
-  common.tiny_model(c)
-  c.data.source = "dead_leaves"
-  c.data.pixel_mean, c.data.pixel_std = (0.5,) * 3, (0.25,) * 3
-  c.restore.num_steps = 2
-  c.eval_tasks = ("mask",)  # One held-out task keeps compilation short; see test_train.
-  c.optimizer.learning_rate_per_256 = 0.1
-  return c
+  """A fresh test-sized pretraining config (tests/tiny_config.py) for each test."""
+  return make_tiny_config()
 
 
 def write_tfds_dataset(data_dir, name="tiny_colors", num_train=24, num_validation=8, size=20):

@@ -35,6 +35,7 @@ def test_every_config_is_valid(path):
     ("corruption.mask.ratio", 1.0), ("model.compute_dtype", "float16"),
     ("model.variant", "Q/16"), ("model.posemb", "rope"), ("data.source", "s3"),
     ("data.image_size", 30), ("batch_size", 12), ("model.num_heads", 5),
+    ("mesh.fsdp", 3), ("mesh.tensor", 0),
 ])
 def test_bad_value_names_its_field(tiny_config, field, value):
   section, _, name = field.rpartition(".")

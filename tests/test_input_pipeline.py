@@ -43,6 +43,19 @@ def test_each_process_reads_a_disjoint_part_of_the_split(tfds_dir):
   assert seen[0] | seen[1] == set(range(24))
 
 
+def test_dead_leaves_global_batches_do_not_depend_on_the_process_count():
+  """So that a run on 2 processes sees the data of the same run on 1 (test_multihost)."""
+  def global_batches(process_count):
+    iterators = [input_pipeline.create_train_iterator(
+        data_config(source="dead_leaves"), global_batch_size=4, seed=0, process_index=p,
+        process_count=process_count) for p in range(process_count)]
+    return [np.concatenate([next(it)["image"] for it in iterators]) for _ in range(2)]
+  one, two = global_batches(1), global_batches(2)
+  for a, b in zip(one, two):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(one[0], one[1])
+
+
 def test_same_seed_same_stream_other_seed_other_stream(tfds_dir):
   def first_batches(seed):
     it = input_pipeline.create_train_iterator(

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ebm_vision import partitioning
+
 # name: (width, depth, mlp_dim, num_heads), as in ViT / big_vision.
 VARIANTS = {
     "Ti": (192, 12, 768, 3),
@@ -95,14 +97,18 @@ class MlpBlock(nn.Module):
     x = nn.Dense(self.mlp_dim, dtype=self.dtype,
                  kernel_init=nn.initializers.xavier_uniform(),
                  bias_init=nn.initializers.normal(stddev=1e-6))(x)
-    x = nn.gelu(x)
+    x = partitioning.constrain(nn.gelu(x), ("batch", None, "mlp"))
     return nn.Dense(d, dtype=self.dtype,
                     kernel_init=nn.initializers.xavier_uniform(),
                     bias_init=nn.initializers.normal(stddev=1e-6))(x)
 
 
 class Encoder1DBlock(nn.Module):
-  """Pre-norm transformer block with XLA attention (twice differentiable)."""
+  """Pre-norm transformer block with XLA attention (twice differentiable).
+
+  Activations carry logical sharding constraints ('batch', 'mlp'); they take effect
+  inside `ebm_vision.partitioning.activation_sharding` and are no-ops elsewhere.
+  """
   mlp_dim: int
   num_heads: int
   drop_path: float = 0.
@@ -110,6 +116,7 @@ class Encoder1DBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, deterministic: bool):
+    x = partitioning.constrain(x, ("batch", None, None))
     y = nn.LayerNorm(dtype=self.dtype)(x)
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, dtype=self.dtype,

@@ -1,0 +1,91 @@
+"""Memory per device of the compiled pretraining step, from XLA's memory analysis.
+
+  python benchmarks/step_memory.py --configs=vit_b_mask,vit_l_mask,vit_h_mask --devices=32
+
+For each config it builds the mesh and the sharded train state as abstract arrays
+(nothing is allocated), compiles the train step for `--devices` devices and prints
+what one device holds: the train state (parameters and AdamW moments), XLA's
+temporaries (activations, gradients, buffers of collectives) and the peak (inputs +
+outputs − donated + temporaries). On a CPU host the devices are simulated and the
+figures are those of XLA's CPU compiler: an estimate of an accelerator's, whose
+fusion and layouts differ. Needs no TensorFlow.
+"""
+import functools
+import importlib
+import math
+import os
+import sys
+
+import jax
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from ebm_vision import mesh as mesh_lib
+from ebm_vision import models, partitioning, pretraining
+from ebm_vision.optimizer import create_optimizer
+
+flags.DEFINE_list("configs", ["vit_b_mask", "vit_l_mask", "vit_h_mask"],
+                  "Config files under configs/, without .py.")
+flags.DEFINE_integer("devices", 32, "Devices to compile for (simulated on a CPU host).")
+flags.DEFINE_integer("batch_size", 0, "Global batch; 0 keeps each config's batch_size.")
+flags.DEFINE_list("mesh", [], "data,fsdp,tensor sizes overriding the configs' (e.g. 1,-1,1).")
+FLAGS = flags.FLAGS
+
+GIB = 2.**30
+
+
+def step_memory(config, devices) -> dict:
+  """Bytes per device of `config`'s train step compiled for `devices`, and the mesh."""
+  mesh = mesh_lib.create_mesh(config.mesh, devices)
+  model = models.create_vit(config.model)
+  tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps)
+  abstract = jax.eval_shape(functools.partial(pretraining.init_state, model, tx, config),
+                            jax.random.PRNGKey(0))
+  shardings = partitioning.state_shardings(abstract, tx, mesh)
+  size = config.data.image_size
+  batch = {"image": jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jax.numpy.uint8)}
+  step = jax.jit(functools.partial(pretraining.train_step, model=model, config=config, tx=tx,
+                                   schedule=schedule),
+                 in_shardings=(shardings, {"image": mesh_lib.batch_sharding(mesh)}),
+                 out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+  with partitioning.activation_sharding(mesh):
+    memory = step.lower(abstract, batch).compile().memory_analysis()
+  state = sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
+              for x, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings)))
+  return {"mesh": mesh.shape, "state": state, "temporaries": memory.temp_size_in_bytes,
+          "peak": (memory.argument_size_in_bytes + memory.output_size_in_bytes
+                   - memory.alias_size_in_bytes + memory.temp_size_in_bytes),
+          "params": sum(x.size for x in jax.tree.leaves(abstract["params"]["model"]))}
+
+
+def main(argv):
+  del argv
+  jax.config.update("jax_num_cpu_devices", FLAGS.devices)  # Only the CPU backend uses it.
+  if jax.device_count() < FLAGS.devices:
+    sys.exit(f"{FLAGS.devices} devices asked for, {jax.device_count()} present")
+  devices = jax.devices()[:FLAGS.devices]
+  print(f"{FLAGS.devices} × {devices[0].device_kind} ({jax.default_backend()}), "
+        f"jax {jax.__version__}")
+  header = ("config", "params", "data×fsdp×tensor", "images/device", "state GiB",
+            "temporaries GiB", "peak GiB")
+  rows = [header]
+  for name in FLAGS.configs:
+    config = importlib.import_module(f"configs.{name}").get_config()
+    if FLAGS.batch_size:
+      config.batch_size = FLAGS.batch_size
+    if FLAGS.mesh:
+      config.mesh.data, config.mesh.fsdp, config.mesh.tensor = map(int, FLAGS.mesh)
+    m = step_memory(config, devices)
+    shape = m["mesh"]
+    rows.append((name, f"{m['params'] / 1e6:.0f}M", "×".join(map(str, shape.values())),
+                 str(config.batch_size // (shape["data"] * shape["fsdp"])),
+                 f"{m['state'] / GIB:.2f}", f"{m['temporaries'] / GIB:.2f}",
+                 f"{m['peak'] / GIB:.2f}"))
+    print("  ".join(rows[-1]), flush=True)
+  widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+  print("\n" + "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows))
+
+
+if __name__ == "__main__":
+  app.run(main)

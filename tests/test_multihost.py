@@ -1,0 +1,53 @@
+"""Two processes on this machine (4 simulated devices each) train like one process on 8."""
+import jax
+import numpy as np
+
+from ebm_vision import checkpointing, models, partitioning, pretraining, train
+from ebm_vision import mesh as mesh_lib
+from ebm_vision.optimizer import create_optimizer
+from subprocesses import free_port, start_main
+
+STEPS = 3
+LAYOUT = dict(data=2, fsdp=4)  # Process boundaries run along the data axis; FSDP within each.
+
+
+def restore_params(config, workdir):
+  """Latest checkpointed params of `workdir`, restored onto this process's 8 devices."""
+  mesh = mesh_lib.create_mesh(config.mesh)
+  tx, _ = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps)
+  abstract = jax.eval_shape(lambda k: pretraining.init_state(
+      models.create_vit(config.model), tx, config, k), jax.random.PRNGKey(0))
+  manager = checkpointing.create_manager(workdir, config)
+  state = checkpointing.restore_latest(manager, checkpointing.abstract_like(
+      abstract, partitioning.state_shardings(abstract, tx, mesh)))
+  assert int(state["step"]) == STEPS
+  return jax.device_get(state["params"])
+
+
+def test_two_processes_equal_one_process(tiny_config, tmp_path):
+  tiny_config.num_train_steps = tiny_config.checkpoint_every_steps = STEPS
+  tiny_config.mesh.update(**LAYOUT)
+  flags = [f"--config.num_train_steps={STEPS}", f"--config.checkpoint_every_steps={STEPS}",
+           f"--config.mesh.data={LAYOUT['data']}", f"--config.mesh.fsdp={LAYOUT['fsdp']}"]
+  port = free_port()
+  workdir = tmp_path / "two_processes"
+  processes = [start_main(workdir, tmp_path / f"process_{i}.log", *flags,
+                          f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                          f"--process_id={i}", num_devices=4) for i in range(2)]
+
+  train.train_and_evaluate(tiny_config, str(tmp_path / "one_process"))  # Meanwhile, here.
+
+  for i, process in enumerate(processes):
+    log = (tmp_path / f"process_{i}.log").read_text()
+    assert process.wait(timeout=600) == 0, log[-3000:]
+    assert f"Process {i} of 2" in log and "4 local devices, 8 in all" in log
+  # Only process 0 writes images and the run's config.
+  assert (workdir / "config.json").exists()
+  assert len(list((workdir / "restorations").glob("mask_step_*.png"))) == 2
+
+  one, two = restore_params(tiny_config, str(tmp_path / "one_process")), restore_params(
+      tiny_config, str(workdir))
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(one), jax.tree.leaves(two)):
+    if "['key']['bias']" in jax.tree_util.keystr(path):  # Zero gradient: see test_sharding.
+      continue
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
