@@ -15,6 +15,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   """ImageNet-1K, ViT-B/16 at 224, masking; all fields documented inline."""
   c = ml_collections.ConfigDict()
   c.mode = "pretrain"  # What main.py runs (transfer configs: 'linear_probe', 'knn', 'finetune').
+  c.method = "energy"  # Pretraining objective: 'energy' (this method) or 'mae' (the MAE baseline, configs/mae_*.py).
   c.seed = 0  # Seeds parameters, corruptions, restoration noise and data order.
   c.batch_size = 4096  # Global batch over all devices and hosts (MAE: 4096).
   c.num_train_steps = 100 * (1_281_167 // 4096)  # 100 ImageNet epochs.
@@ -30,6 +31,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.model.pool_type = "gap"  # Pooled feature for transfer: 'gap' (token mean) or 'token' (class token).
   c.model.drop_path_rate = 0.0  # Stochastic depth at the last block (MAE pretrains without).
   c.model.compute_dtype = "bfloat16"  # Activations' dtype, 'bfloat16' or 'float32'; params stay float32.
+  c.model.remat_blocks = False  # Recompute each block in the backward pass (less memory, ~1 more forward).
 
   c.energy = ml_collections.ConfigDict()
   c.energy.readout = "sq_norm"  # E(x) from last-block tokens h: 'sq_norm' = ½Σ_tokens mean_channels h², 'sq_norm_pooled' = the same of the token mean.
@@ -41,6 +43,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.restore.langevin_noise_scale = 0.0  # σ of the Langevin term √(2α)·σ·ε; 0 = plain descent.
   c.restore.update_region = "corrupted"  # Pixels restoration may move: 'corrupted' or 'all'.
   c.restore.remat = "nothing_saveable"  # Remat of each restoration step: 'none', 'nothing_saveable' (flat memory in K), 'dots_saveable'.
+  c.restore.second_order = "autodiff"  # Gradient through ∇ₓE: 'autodiff' or 'reverse_over_forward' (custom VJP of jvp_x E); same values.
 
   c.loss = ml_collections.ConfigDict()
   c.loss.type = "mse"  # Pixel distance: 'mse' or 'smooth_l1' (Huber, β = 1).
@@ -69,6 +72,11 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.corruption.mix.weights = (1., 1., 1., 1., 1.)  # ...drawn with these relative weights.
   c.corruption.compose = ml_collections.ConfigDict()
   c.corruption.compose.tasks = ("mask", "denoise")  # name='compose': all of these, in order, on every image.
+
+  c.mae = ml_collections.ConfigDict()  # method='mae': MAE's decoder (mask ratio: corruption.mask.ratio; target: loss.norm_pix).
+  c.mae.decoder_width = 512  # Decoder width (MAE: 512).
+  c.mae.decoder_depth = 8  # Decoder blocks (MAE: 8).
+  c.mae.decoder_num_heads = 16  # Decoder attention heads (MAE: 16).
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "tfds"  # 'tfds' (a prepared TFDS data set) or 'dead_leaves' (procedural, offline).
@@ -128,8 +136,8 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
 def get_transfer_config() -> ml_collections.ConfigDict:
   """Shared defaults of transfer runs (kNN, linear probe, fine-tuning) on ImageNet at 224."""
   c = get_pretraining_config()
-  for pretraining_only in ("energy", "restore", "loss", "corruption", "viewer", "eval_tasks",
-                           "image_every_steps", "num_grid_images", "knn_monitor"):
+  for pretraining_only in ("method", "energy", "restore", "loss", "corruption", "mae", "viewer",
+                           "eval_tasks", "image_every_steps", "num_grid_images", "knn_monitor"):
     del c[pretraining_only]
   c.mode = "linear_probe"  # What main.py runs: 'linear_probe' / 'knn' (frozen features) or 'finetune'.
   c.pretrained = config_dict.placeholder(str)  # Pretraining workdir (its latest checkpoint) or checkpoints/<step>; None = random init.

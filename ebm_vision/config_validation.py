@@ -32,6 +32,7 @@ def _get(config, field: str):
 
 
 PRETRAIN_MODES = ("pretrain",)
+METHODS = ("energy", "mae")
 TRANSFER_MODES = ("linear_probe", "knn", "finetune")
 FROZEN_METHODS = ("knn", "linear_probe")
 
@@ -98,6 +99,17 @@ def validate_pretraining(config, num_devices: int) -> None:
   _choice(config, "mode", PRETRAIN_MODES)
   _validate_model_and_data(config, num_devices)
 
+  _choice(config, "method", METHODS)
+  if config.method == "mae":
+    _check(config.corruption.name == "mask", config, "corruption.name",
+           "method='mae' pretrains on 'mask' only")
+    for field in ("eval_tasks", "viewer.tasks"):
+      _check(set(_get(config, field)) <= {"mask"}, config, field,
+             "method='mae' restores only ('mask',)")
+    for field in ("mae.decoder_width", "mae.decoder_depth", "mae.decoder_num_heads"):
+      _check(_get(config, field) > 0, config, field, "must be > 0")
+    _check(config.mae.decoder_width % config.mae.decoder_num_heads == 0, config,
+           "mae.decoder_num_heads", f"must divide mae.decoder_width={config.mae.decoder_width}")
   _choice(config, "energy.readout", energy.READOUTS)
   _check(config.restore.num_steps >= 1, config, "restore.num_steps", "must be ≥ 1")
   _check(config.restore.init_step_size > 0, config, "restore.init_step_size", "must be > 0")
@@ -105,6 +117,7 @@ def validate_pretraining(config, num_devices: int) -> None:
          "must be ≥ 0")
   _choice(config, "restore.update_region", energy.REGIONS)
   _choice(config, "restore.remat", energy.REMAT_POLICIES)
+  _choice(config, "restore.second_order", energy.SECOND_ORDER_MODES)
   _choice(config, "loss.type", energy.LOSS_TYPES)
   _choice(config, "loss.region", energy.REGIONS)
   _choice(config, "loss.steps", energy.LOSS_STEPS)

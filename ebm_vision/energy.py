@@ -9,7 +9,8 @@ here stops gradients.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+import functools
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -33,7 +34,13 @@ LOSS_TYPES = ("mse", "smooth_l1")
 REGIONS = ("corrupted", "all")
 LOSS_STEPS = ("all", "last")
 
-EnergyFn = Callable[[jnp.ndarray], jnp.ndarray]
+# How the parameter gradient goes through ∇ₓE: 'autodiff' differentiates the VJP that
+# computed it; 'reverse_over_forward' is a custom VJP that recomputes, from (θ, x) alone,
+# the reverse-mode gradient of the directional derivative jvp_x E(θ, x)[r].
+SECOND_ORDER_MODES = ("autodiff", "reverse_over_forward")
+
+# energy_fn(params, images [B, H, W, C]) -> energies [B].
+EnergyFn = Callable[[Any, jnp.ndarray], jnp.ndarray]
 
 
 def energy(model: nn.Module, params, images: jnp.ndarray, *, readout: str = "sq_norm",
@@ -62,29 +69,68 @@ def raw_step_size_init(step_size: float, num_steps: int) -> jnp.ndarray:
   return jnp.full((num_steps,), jnp.log(jnp.expm1(step_size)), jnp.float32)
 
 
-def restore(energy_fn: EnergyFn, corrupted: jnp.ndarray, alphas: jnp.ndarray,
+def input_gradient(energy_fn: EnergyFn, params, images: jnp.ndarray):
+  """(E(images) [B], ∇ₓ Σ_b E(images)_b), by plain autodiff."""
+  e, vjp = jax.vjp(lambda x: energy_fn(params, x), images)
+  return e, vjp(jnp.ones_like(e))[0]
+
+
+def reverse_over_forward_input_gradient(energy_fn: EnergyFn):
+  """`input_gradient` with a custom VJP that keeps only (θ, x) from the forward pass.
+
+  For cotangents (ē, r) of (E, ∇ₓE), the VJP is the gradient over (θ, x) of
+  ⟨E, ē⟩ + jvp_x E(θ, x)[r] (reverse over forward): the forward-mode directional
+  derivative replaces the stored backward graph of ∇ₓE.
+  """
+  @jax.custom_vjp
+  def grad_fn(params, images):
+    return input_gradient(energy_fn, params, images)
+
+  def fwd(params, images):
+    return grad_fn(params, images), (params, images)
+
+  def bwd(residuals, cotangents):
+    params, images = residuals
+    e_bar, r = cotangents
+
+    def directional(p, x):
+      e, de = jax.jvp(lambda x: energy_fn(p, x), (x,), (r,))
+      return jnp.vdot(e, e_bar) + jnp.sum(de)
+    return jax.grad(directional, argnums=(0, 1), allow_int=True)(params, images)
+
+  grad_fn.defvjp(fwd, bwd)
+  return grad_fn
+
+
+def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.ndarray,
             rng: jax.Array, *, update_mask: Optional[jnp.ndarray] = None,
-            langevin_noise_scale: float = 0., remat: str = "nothing_saveable"):
+            langevin_noise_scale: float = 0., remat: str = "nothing_saveable",
+            second_order: str = "autodiff"):
   """K steps of gradient descent on the energy, starting from `corrupted`.
 
   Args:
-    energy_fn: images [B, H, W, C] -> energies [B], parameters closed over.
+    energy_fn: (params, images [B, H, W, C]) -> energies [B].
+    params: its parameters (integer leaves, e.g. a dropout key, get no gradient).
     corrupted: starting images x_0.
     alphas: [K] step sizes; K is the number of steps.
     rng: key for Langevin noise (unused when `langevin_noise_scale` is 0).
     update_mask: [B, H, W, 1] in {0, 1}; only pixels where it is 1 move.
     langevin_noise_scale: σ of the Langevin term √(2α)·σ·ε; 0 for plain descent.
     remat: a key of REMAT_POLICIES; rematerializes each step so memory stays flat in K.
+    second_order: one of SECOND_ORDER_MODES (the same gradients, other memory and time).
 
   Returns:
     (trajectory [K, B, H, W, C] = x_1..x_K, energies [K, B] = E(x_0)..E(x_{K-1})).
   """
   mask = jnp.ones_like(corrupted[..., :1]) if update_mask is None else update_mask
+  if second_order == "reverse_over_forward":
+    grad_fn = reverse_over_forward_input_gradient(energy_fn)
+  else:
+    grad_fn = functools.partial(input_gradient, energy_fn)
 
   def step(x, inputs):
     alpha, key = inputs
-    e, vjp = jax.vjp(energy_fn, x)
-    (grad_x,) = vjp(jnp.ones_like(e))
+    e, grad_x = grad_fn(params, x)
     x = x - alpha * mask * grad_x
     if langevin_noise_scale:
       noise = jax.random.normal(key, x.shape, x.dtype)

@@ -1,7 +1,9 @@
 """Pure functions of energy-inspired pretraining: init, loss, train step, diagnostics.
 
 The train state is a plain dict {'step', 'params', 'opt_state', 'rng'}; the
-trainable parameters are {'model': ViT params, 'restore': {'raw_step_size': [K]}}.
+trainable parameters are {'model': ViT params, 'restore': {'raw_step_size': [K]}}
+(with `config.method='mae'`, the MAE baseline's {'model', 'decoder'}: see
+`ebm_vision.baselines.mae`).
 Randomness of step t comes from fold_in(state['rng'], t), so a resumed run draws
 the same corruptions and noise as an uninterrupted one.
 """
@@ -16,10 +18,13 @@ import jax.numpy as jnp
 import optax
 
 from ebm_vision import corruptions, energy, image_metrics, pixels
+from ebm_vision.baselines import mae
 
 
 def init_params(model: nn.Module, config, rng: jax.Array) -> dict:
-  """Initial parameters of the ViT and of the restoration step sizes."""
+  """Initial parameters of the ViT and of the restoration step sizes (or MAE's decoder)."""
+  if config.method == "mae":
+    return mae.init_params(model, config, rng)
   size = config.data.image_size
   dummy = jnp.zeros((1, size, size, 3), jnp.float32)
   model_params = model.init(rng, dummy, train=False)["params"]
@@ -36,10 +41,13 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, config,
           "opt_state": tx.init(params), "rng": state_rng}
 
 
-def energy_fn(model: nn.Module, config, params, dropout_rng=None):
-  """images -> energies [B] with `params['model']` closed over."""
-  return functools.partial(energy.energy, model, params["model"],
-                           readout=config.energy.readout, dropout_rng=dropout_rng)
+def energy_fn(model: nn.Module, config):
+  """(energy params {'model', 'dropout'}, images) -> energies [B]; drop path is active iff
+  the params hold a 'dropout' key."""
+  def fn(energy_params, images):
+    return energy.energy(model, energy_params["model"], images, readout=config.energy.readout,
+                         dropout_rng=energy_params.get("dropout"))
+  return fn
 
 
 def image_spec(model: nn.Module, config) -> corruptions.ImageSpec:
@@ -64,11 +72,14 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: 
     raw = jax.lax.stop_gradient(raw)
   alphas = energy.step_sizes(raw)
   update_mask = corrupted.region if config.restore.update_region == "corrupted" else None
-  efn = energy_fn(model, config, params, dropout_rng if train else None)
+  energy_params = {"model": params["model"]}
+  if train:
+    energy_params["dropout"] = dropout_rng
   trajectory, energies = energy.restore(
-      efn, corrupted.images, alphas, restore_rng, update_mask=update_mask,
-      langevin_noise_scale=config.restore.langevin_noise_scale,
-      remat=config.restore.remat)
+      energy_fn(model, config), energy_params, corrupted.images, alphas, restore_rng,
+      update_mask=update_mask, langevin_noise_scale=config.restore.langevin_noise_scale,
+      remat=config.restore.remat, second_order=config.restore.second_order)
+  efn = functools.partial(energy_fn(model, config), energy_params)
   return corrupted, trajectory, energies, alphas, efn
 
 
@@ -101,7 +112,8 @@ def train_step(state: dict, batch: dict, *, model: nn.Module, config,
   """One optimizer step on a batch {'image': uint8 [B, H, W, 3]}."""
   step_rng = jax.random.fold_in(state["rng"], state["step"])
   clean = pixels.normalize(batch["image"], config.data.pixel_mean, config.data.pixel_std)
-  loss_fn = functools.partial(pretraining_loss, model=model, config=config)
+  loss_fn = functools.partial(mae.mae_loss if config.method == "mae" else pretraining_loss,
+                              model=model, config=config)
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state["params"], clean, step_rng)
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
@@ -123,24 +135,30 @@ def restoration_diagnostics(params, images, rng, *, model: nn.Module, config,
   `energy_restored` [K]); PSNR (dB) and SSIM in [0, 1] pixel space
   (`psnr_corrupted`, `psnr_restored` [K], likewise `ssim_*`); squared error on
   the corrupted region in normalized units (`mse_corrupted`, `mse_restored` [K]).
+  For MAE (`config.method='mae'`): its masking only, K = 1, no energies.
   """
   mean, std = jnp.asarray(config.data.pixel_mean), jnp.asarray(config.data.pixel_std)
   clean = pixels.normalize(images, mean, std)
-  corrupted, trajectory, energies, _, e = corrupt_and_restore(
-      model, config, params, clean, rng, train=False, corruption_config=corruption_config)
+  per_step = lambda f: jax.vmap(f)(trajectory)
+  if config.method == "mae":  # One reconstruction, no energy.
+    corrupted, region, restored = mae.restored_images(params, clean, rng, model=model,
+                                                      config=config)
+    trajectory, energy_metrics = restored[None], {}
+  else:
+    corruption, trajectory, energies, _, e = corrupt_and_restore(
+        model, config, params, clean, rng, train=False, corruption_config=corruption_config)
+    corrupted, region = corruption.images, corruption.region
+    energy_metrics = {"energy_clean": e(clean).mean(), "energy_corrupted": energies[0].mean(),
+                      "energy_restored": per_step(lambda x: e(x).mean())}
   to_unit = lambda x: jnp.clip(x * std + mean, 0., 1.)
-  region = corrupted.region
   region_mse = lambda x: jnp.sum(jnp.square(x - clean) * region) / jnp.maximum(
       region.sum() * clean.shape[-1], 1.)
-  per_step = lambda f: jax.vmap(f)(trajectory)
   metric = lambda fn, x: fn(to_unit(x), to_unit(clean)).mean()
-  return {"clean": clean, "corrupted": corrupted.images, "region": region,
-          "trajectory": trajectory,
-          "energy_clean": e(clean).mean(), "energy_corrupted": energies[0].mean(),
-          "energy_restored": per_step(lambda x: e(x).mean()),
-          "psnr_corrupted": metric(image_metrics.psnr, corrupted.images),
+  return {"clean": clean, "corrupted": corrupted, "region": region,
+          "trajectory": trajectory, **energy_metrics,
+          "psnr_corrupted": metric(image_metrics.psnr, corrupted),
           "psnr_restored": per_step(lambda x: metric(image_metrics.psnr, x)),
-          "ssim_corrupted": metric(image_metrics.ssim, corrupted.images),
+          "ssim_corrupted": metric(image_metrics.ssim, corrupted),
           "ssim_restored": per_step(lambda x: metric(image_metrics.ssim, x)),
-          "mse_corrupted": region_mse(corrupted.images),
+          "mse_corrupted": region_mse(corrupted),
           "mse_restored": per_step(region_mse)}

@@ -26,12 +26,13 @@ def test_energy_is_one_float32_per_image(tiny_config, readout):
   np.testing.assert_array_equal(e2[1:], e[1:])
 
 
-def _loss_fn(model, clean, corrupted, region, remat, steps="all", norm_pix=False):
+def _loss_fn(model, clean, corrupted, region, remat, steps="all", norm_pix=False,
+             second_order="autodiff"):
   def loss(params):
-    efn = functools.partial(energy.energy, model, params["model"])
+    efn = functools.partial(energy.energy, model)
     alphas = energy.step_sizes(params["raw_step_size"])
-    traj, _ = energy.restore(efn, corrupted, alphas, jax.random.PRNGKey(0),
-                             update_mask=region, remat=remat)
+    traj, _ = energy.restore(efn, params["model"], corrupted, alphas, jax.random.PRNGKey(0),
+                             update_mask=region, remat=remat, second_order=second_order)
     return energy.restoration_loss(traj, clean, region, steps=steps,
                                    patch_size=2 if norm_pix else None)[0]
   return loss
@@ -69,38 +70,69 @@ def test_parameter_gradient_matches_central_finite_differences():
       np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
 
 
-@pytest.mark.parametrize("remat", ["nothing_saveable", "dots_saveable"])
-def test_rematerialized_restoration_gives_plain_autodiff_gradients(remat):
+@pytest.fixture(scope="module")
+def plain_autodiff_gradients():
+  """A tiny restoration problem and its parameter gradient by plain autodiff."""
   model = vit.ViT(width=32, depth=2, mlp_dim=64, num_heads=2, patch_size=4)
   k = jax.random.split(jax.random.PRNGKey(3), 3)
   clean = jax.random.normal(k[0], (2, 16, 16, 3))
   region = jnp.ones((2, 16, 16, 1))
   corrupted = clean + jax.random.normal(k[1], clean.shape)
   params = {"model": model.init(k[2], clean)["params"], "raw_step_size": jnp.ones(3)}
-  plain = jax.grad(_loss_fn(model, clean, corrupted, region, "none"))(params)
-  other = jax.grad(_loss_fn(model, clean, corrupted, region, remat))(params)
+  problem = (model, clean, corrupted, region)
+  return problem, params, jax.grad(_loss_fn(*problem, "none"))(params)
+
+
+@pytest.mark.parametrize("remat, second_order, remat_blocks", [
+    ("nothing_saveable", "autodiff", False), ("dots_saveable", "autodiff", False),
+    ("none", "autodiff", True), ("none", "reverse_over_forward", False),
+    ("nothing_saveable", "reverse_over_forward", True)])
+def test_every_second_order_path_gives_plain_autodiff_gradients(
+    plain_autodiff_gradients, remat, second_order, remat_blocks):
+  """Step remat, per-block remat and the reverse-over-forward VJP change memory and time only."""
+  (model, clean, corrupted, region), params, plain = plain_autodiff_gradients
+  fast = model.clone(remat_blocks=remat_blocks)
+  other = jax.grad(_loss_fn(fast, clean, corrupted, region, remat,
+                            second_order=second_order))(params)
   chex.assert_trees_all_close(plain, other, rtol=1e-4, atol=1e-7)
 
 
+def test_reverse_over_forward_passes_the_energy_cotangent_and_skips_integer_leaves():
+  """Its VJP also carries the energies' cotangent; a dropout key gets a float0 cotangent."""
+  def efn(p, x):  # p["key"], an integer leaf like the drop-path key, is not used.
+    return jnp.sum(jnp.sin(p["w"] * x), axis=(1, 2, 3))
+  params = {"w": jnp.array(1.3), "key": jax.random.PRNGKey(0)}
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 4, 3))
+  weights = jnp.array([0.7, -0.4])
+
+  def loss(grad_fn, w):
+    e, g = grad_fn({"w": w, "key": params["key"]}, x)
+    return jnp.vdot(e, weights) + jnp.sum(jnp.cos(g))
+  plain = jax.grad(functools.partial(loss, functools.partial(energy.input_gradient, efn)))(1.3)
+  custom = jax.grad(functools.partial(
+      loss, energy.reverse_over_forward_input_gradient(efn)))(1.3)
+  np.testing.assert_allclose(custom, plain, rtol=1e-5)
+
+
 def test_update_mask_freezes_uncorrupted_pixels():
-  efn = lambda x: 0.5 * jnp.sum(jnp.square(x), axis=(1, 2, 3))  # ∇ₓE = x.
+  efn = lambda _, x: 0.5 * jnp.sum(jnp.square(x), axis=(1, 2, 3))  # ∇ₓE = x.
   x0 = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
   mask = jnp.zeros((2, 8, 8, 1)).at[:, :4].set(1.)
-  traj, energies = energy.restore(efn, x0, jnp.array([0.25, 0.5]), jax.random.PRNGKey(1),
+  traj, energies = energy.restore(efn, {}, x0, jnp.array([0.25, 0.5]), jax.random.PRNGKey(1),
                                   update_mask=mask)
   chex.assert_shape(traj, (2, 2, 8, 8, 3))
   chex.assert_shape(energies, (2, 2))
   np.testing.assert_array_equal(traj[:, :, 4:], jnp.broadcast_to(x0[:, 4:], traj[:, :, 4:].shape))
   # On E = ½‖x‖², each step scales the moving pixels by (1 − α).
   np.testing.assert_allclose(traj[1, :, :4], x0[:, :4] * 0.75 * 0.5, rtol=1e-6)
-  np.testing.assert_allclose(energies[0], efn(x0), rtol=1e-6)
+  np.testing.assert_allclose(energies[0], efn({}, x0), rtol=1e-6)
 
 
 def test_langevin_noise_has_the_langevin_variance():
-  efn = lambda x: jnp.zeros(x.shape[0])  # No drift: only noise moves pixels.
+  efn = lambda _, x: jnp.zeros(x.shape[0])  # No drift: only noise moves pixels.
   x0 = jnp.zeros((64, 16, 16, 3))
   alphas = jnp.array([0.5, 0.125])
-  traj, _ = energy.restore(efn, x0, alphas, jax.random.PRNGKey(0), langevin_noise_scale=0.3)
+  traj, _ = energy.restore(efn, {}, x0, alphas, jax.random.PRNGKey(0), langevin_noise_scale=0.3)
   expected_var = 2 * 0.3**2 * np.cumsum(alphas)
   np.testing.assert_allclose(np.var(traj, axis=(1, 2, 3, 4)), expected_var, rtol=0.05)
 

@@ -129,19 +129,27 @@ class Encoder1DBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-  """Stack of blocks; drop-path rate grows linearly with depth."""
+  """Stack of blocks; drop-path rate grows linearly with depth.
+
+  With `remat_blocks`, each block keeps only its input for the backward pass and
+  recomputes the rest (less memory, one more forward pass).
+  """
   depth: int
   mlp_dim: int
   num_heads: int
   drop_path_rate: float = 0.
   dtype: Any = jnp.float32
+  remat_blocks: bool = False
 
   @nn.compact
   def __call__(self, x, deterministic: bool):
+    block = Encoder1DBlock
+    if self.remat_blocks:
+      block = nn.remat(Encoder1DBlock, static_argnums=(2,))  # 0 is self, 2 `deterministic`.
     for i in range(self.depth):
       rate = self.drop_path_rate * i / max(self.depth - 1, 1)
-      x = Encoder1DBlock(self.mlp_dim, self.num_heads, rate, self.dtype,
-                         name=f"encoderblock_{i}")(x, deterministic)
+      x = block(self.mlp_dim, self.num_heads, rate, self.dtype,
+                name=f"encoderblock_{i}")(x, deterministic)
     return x, nn.LayerNorm(dtype=self.dtype, name="encoder_norm")(x)
 
 
@@ -162,9 +170,15 @@ class ViT(nn.Module):
   num_classes: Optional[int] = None
   drop_path_rate: float = 0.
   dtype: Any = jnp.float32
+  remat_blocks: bool = False
 
   @nn.compact
-  def __call__(self, images, *, train: bool = False):
+  def __call__(self, images, *, train: bool = False, token_ids=None):
+    """images [B, H, W, 3] -> dict of outputs.
+
+    `token_ids` [B, n]: indices of the patch tokens to keep, after position
+    embedding (MAE's encoder sees only the visible patches); None keeps all.
+    """
     p = self.patch_size
     x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID",
                 dtype=self.dtype, name="embedding")(images.astype(self.dtype))
@@ -176,12 +190,14 @@ class ViT(nn.Module):
     else:
       pos = sincos2d_posemb((h, w), d)
     x = x + pos.astype(self.dtype)
+    if token_ids is not None:
+      x = jnp.take_along_axis(x, token_ids[..., None], axis=1)
     if self.pool_type == "token":
       cls = self.param("cls", nn.initializers.zeros, (1, 1, d), jnp.float32)
       x = jnp.concatenate([jnp.tile(cls.astype(self.dtype), (b, 1, 1)), x], axis=1)
 
     tokens, encoded = Encoder(self.depth, self.mlp_dim, self.num_heads,
-                              self.drop_path_rate, self.dtype,
+                              self.drop_path_rate, self.dtype, self.remat_blocks,
                               name="Transformer")(x, deterministic=not train)
     out_dtype = jnp.promote_types(self.dtype, jnp.float32)
     out = {"tokens": tokens.astype(out_dtype), "encoded": encoded.astype(out_dtype)}
