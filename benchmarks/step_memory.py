@@ -30,6 +30,9 @@ flags.DEFINE_list("configs", ["vit_b_mask", "vit_l_mask", "vit_h_mask"],
 flags.DEFINE_integer("devices", 32, "Devices to compile for (simulated on a CPU host).")
 flags.DEFINE_integer("batch_size", 0, "Global batch; 0 keeps each config's batch_size.")
 flags.DEFINE_list("mesh", [], "data,fsdp,tensor sizes overriding the configs' (e.g. 1,-1,1).")
+flags.DEFINE_bool("remat_blocks", None, "Overrides the configs' model.remat_blocks.")
+flags.DEFINE_enum("second_order", None, ["autodiff", "reverse_over_forward"],
+                  "Overrides the configs' restore.second_order.")
 FLAGS = flags.FLAGS
 
 GIB = 2.**30
@@ -67,19 +70,24 @@ def main(argv):
   devices = jax.devices()[:FLAGS.devices]
   print(f"{FLAGS.devices} × {devices[0].device_kind} ({jax.default_backend()}), "
         f"jax {jax.__version__}")
-  header = ("config", "params", "data×fsdp×tensor", "images/device", "state GiB",
-            "temporaries GiB", "peak GiB")
+  header = ("config", "params", "data×fsdp×tensor", "images/device", "second order",
+            "block remat", "state GiB", "temporaries GiB", "peak GiB")
   rows = [header]
   for name in FLAGS.configs:
     config = importlib.import_module(f"configs.{name}").get_config()
     if FLAGS.batch_size:
       config.batch_size = FLAGS.batch_size
+    if FLAGS.remat_blocks is not None:
+      config.model.remat_blocks = FLAGS.remat_blocks
+    if FLAGS.second_order:
+      config.restore.second_order = FLAGS.second_order
     if FLAGS.mesh:
       config.mesh.data, config.mesh.fsdp, config.mesh.tensor = map(int, FLAGS.mesh)
     m = step_memory(config, devices)
     shape = m["mesh"]
     rows.append((name, f"{m['params'] / 1e6:.0f}M", "×".join(map(str, shape.values())),
                  str(config.batch_size // (shape["data"] * shape["fsdp"])),
+                 config.restore.second_order, "yes" if config.model.remat_blocks else "no",
                  f"{m['state'] / GIB:.2f}", f"{m['temporaries'] / GIB:.2f}",
                  f"{m['peak'] / GIB:.2f}"))
     print("  ".join(rows[-1]), flush=True)
