@@ -1,12 +1,14 @@
 """ImageNet-1K energy-inspired pretraining of ViT-H/14 at 224 with patch masking, FSDP.
 
   launch/tpu_pod.sh run --name=ebm-h --zone=$ZONE --bucket=$BUCKET --config=configs/vit_h_mask.py
-  sbatch --nodes=8 launch/gpu_slurm.sbatch configs/vit_h_mask.py $WORKDIR
+  sbatch --nodes=32 launch/gpu_slurm.sbatch configs/vit_h_mask.py $WORKDIR
 
-Sized for a v4-128 or v5p-128 slice (64 chips) or 8 nodes of 8 H100s: parameters and
-AdamW moments split over all devices (ZeRO-3), 64 images of the 4096 batch per
-device, 256 tokens per image (patch 14). README "Scaling out" lists the memory per
-device of the compiled step. Everything else as configs/vit_b_mask.py.
+Parameters and AdamW moments are split over all devices (ZeRO-3); 256 tokens per
+image (patch 14). XLA's estimate of the second-order step is about 2.8 GiB per image
+per device (README "Scaling out"), so the 4096 batch wants ~256 devices with ≥ 64 GiB
+each (16 images per device: a v5p-512 slice, or 32 nodes of 8 H100s); on fewer devices
+lower --config.batch_size (the learning rate follows it linearly). Everything else as
+configs/vit_b_mask.py.
 """
 from configs import vit_b_mask
 

@@ -1,12 +1,14 @@
 """ImageNet-1K energy-inspired pretraining of ViT-L/16 at 224 with patch masking, FSDP.
 
   launch/tpu_pod.sh run --name=ebm-l --zone=$ZONE --bucket=$BUCKET --config=configs/vit_l_mask.py
-  sbatch --nodes=4 launch/gpu_slurm.sbatch configs/vit_l_mask.py $WORKDIR
+  sbatch --nodes=16 launch/gpu_slurm.sbatch configs/vit_l_mask.py $WORKDIR
 
-Sized for a v4-64 or v5p-64 slice (32 chips) or 4 nodes of 8 H100s: parameters and
-AdamW moments are split over all devices (ZeRO-3) and each device holds 128 images
-of the 4096 batch. README "Scaling out" lists the memory per device of the compiled
-step. Everything else as configs/vit_b_mask.py.
+Parameters and AdamW moments are split over all devices (ZeRO-3). The second-order
+step is memory-hungry: XLA's estimate is about 1.2 GiB per image per device (README
+"Scaling out"), so the 4096 batch wants ~128 devices with ≥ 48 GiB each (32 images
+per device: a v5p-256 slice, or 16 nodes of 8 H100s); on fewer devices lower
+--config.batch_size (the learning rate follows it linearly). Everything else as
+configs/vit_b_mask.py.
 """
 from configs import vit_b_mask
 
