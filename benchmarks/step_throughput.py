@@ -1,0 +1,132 @@
+"""Speed and memory of one pretraining step: energy (K = 1, 2) against MAE.
+
+  python benchmarks/step_throughput.py --variant=B/16 --image_size=224 --batch_size=256
+
+Times the jitted train step (after compilation; `--repeats` timed runs of `--steps`
+steps each, median and spread) of each method on all present devices (batch split over
+a data-parallel mesh) and prints images/s, step time, peak device memory (the
+allocator's peak where the device reports it, else XLA's compiled estimate) and
+FLOPs utilization: XLA's cost-analysis FLOPs of the step (rematerialized work
+included) over the step time and the devices' dense bf16 peak. Needs no TensorFlow.
+"""
+import functools
+import os
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import common
+from ebm_vision import mesh as mesh_lib
+from ebm_vision import models, partitioning, pretraining
+from ebm_vision.optimizer import create_optimizer
+
+flags.DEFINE_string("variant", "B/16", "ViT size '<Ti|S|M|B|L|H>/<patch>'.")
+flags.DEFINE_integer("width", None, "Overrides the variant's width (tiny CPU runs).")
+flags.DEFINE_integer("depth", None, "Overrides the variant's number of blocks.")
+flags.DEFINE_integer("image_size", 224, "Square image side.")
+flags.DEFINE_integer("batch_size", 256, "Global batch.")
+flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Compute dtype.")
+flags.DEFINE_list("methods", ["energy_k1", "energy_k2", "mae"],
+                  "Any of energy_k1, energy_k2, energy_k4, mae.")
+flags.DEFINE_enum("remat", "nothing_saveable", ["none", "nothing_saveable", "dots_saveable"],
+                  "restore.remat of the energy steps.")
+flags.DEFINE_enum("second_order", "autodiff", ["autodiff", "reverse_over_forward"],
+                  "restore.second_order of the energy steps.")
+flags.DEFINE_bool("remat_blocks", False, "model.remat_blocks.")
+flags.DEFINE_integer("steps", 5, "Steps per timed run.")
+flags.DEFINE_integer("repeats", 5, "Timed runs.")
+FLAGS = flags.FLAGS
+
+# Dense bf16 peak FLOP/s per device, by jax's device_kind.
+PEAK_FLOPS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H200": 989e12,
+              "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-SXM4-40GB": 312e12,
+              "TPU v4": 275e12, "TPU v5p": 459e12, "TPU v5 lite": 197e12, "TPU v6 lite": 918e12}
+
+
+def method_config(method: str):
+  """The pretraining config of one benchmarked method."""
+  c = common.get_pretraining_config()
+  c.model.variant = FLAGS.variant
+  c.model.width, c.model.depth = FLAGS.width, FLAGS.depth
+  if FLAGS.width:
+    c.model.mlp_dim, c.model.num_heads = 4 * FLAGS.width, max(FLAGS.width // 64, 1)
+  c.model.compute_dtype, c.model.remat_blocks = FLAGS.dtype, FLAGS.remat_blocks
+  c.data.image_size, c.batch_size = FLAGS.image_size, FLAGS.batch_size
+  c.restore.remat, c.restore.second_order = FLAGS.remat, FLAGS.second_order
+  if method == "mae":
+    c.method = "mae"
+  else:
+    c.restore.num_steps = int(method.split("_k")[1])
+  return c
+
+
+def benchmark(method: str, mesh) -> dict:
+  """Timings, memory and FLOPs of `method`'s train step."""
+  config = method_config(method)
+  model = models.create_vit(config.model)
+  tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps)
+  init = functools.partial(pretraining.init_state, model, tx, config)
+  shardings = partitioning.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), tx, mesh)
+  state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
+  size = config.data.image_size
+  images = np.random.default_rng(0).integers(0, 256, (config.batch_size, size, size, 3), np.uint8)
+  batch = {"image": jax.device_put(images, mesh_lib.batch_sharding(mesh))}
+  step = jax.jit(functools.partial(pretraining.train_step, model=model, config=config, tx=tx,
+                                   schedule=schedule),
+                 in_shardings=(shardings, {"image": mesh_lib.batch_sharding(mesh)}),
+                 out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+  with partitioning.activation_sharding(mesh):
+    compiled = step.lower(state, batch).compile()
+  flops = compiled.cost_analysis().get("flops", float("nan"))
+  memory = compiled.memory_analysis()
+  state, metrics = compiled(state, batch)  # Warm-up.
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(FLAGS.repeats):
+    start = time.perf_counter()
+    for _ in range(FLAGS.steps):
+      state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    times.append((time.perf_counter() - start) / FLAGS.steps)
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use") or (
+      memory.argument_size_in_bytes + memory.output_size_in_bytes
+      - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  return {"step_s": statistics.median(times), "spread_s": max(times) - min(times),
+          "flops": flops, "peak_bytes": peak, "measured_peak": "peak_bytes_in_use" in stats}
+
+
+def main(argv):
+  del argv
+  devices = jax.devices()
+  mesh = mesh_lib.create_mesh(common.get_pretraining_config().mesh, devices)
+  kind = devices[0].device_kind
+  peak_flops = PEAK_FLOPS.get(kind)
+  print(f"{len(devices)} × {kind}, jax {jax.__version__}; ViT-{FLAGS.variant} at "
+        f"{FLAGS.image_size}, batch {FLAGS.batch_size}, {FLAGS.dtype}, remat={FLAGS.remat}, "
+        f"second_order={FLAGS.second_order}, remat_blocks={FLAGS.remat_blocks}")
+  header = ("method", "step ms (median)", "spread ms", "images/s", "TFLOP/step",
+            "peak GiB/device", "MFU")
+  rows = [header]
+  for method in FLAGS.methods:
+    r = benchmark(method, mesh)
+    # cost_analysis counts the FLOPs of one device's partitioned program.
+    mfu = (f"{r['flops'] / r['step_s'] / peak_flops:.1%}" if peak_flops else "n/a")
+    rows.append((method, f"{1e3 * r['step_s']:.1f}", f"{1e3 * r['spread_s']:.1f}",
+                 f"{FLAGS.batch_size / r['step_s']:.1f}",
+                 f"{r['flops'] * len(devices) / 1e12:.3f}",
+                 f"{r['peak_bytes'] / 2**30:.2f}" + ("" if r["measured_peak"] else " (est.)"),
+                 mfu))
+    print("  ".join(rows[-1]), flush=True)
+  widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+  print("\n" + "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows))
+
+
+if __name__ == "__main__":
+  app.run(main)
