@@ -43,6 +43,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.restore.langevin_noise_scale = 0.0  # σ of the Langevin term √(2α)·σ·ε; 0 = plain descent.
   c.restore.update_region = "corrupted"  # Pixels restoration may move: 'corrupted' or 'all'.
   c.restore.remat = "nothing_saveable"  # Remat of each restoration step: 'none', 'nothing_saveable' (flat memory in K), 'dots_saveable'.
+  c.restore.unroll_steps = False  # Unroll the K steps (XLA sees straight-line code; compile time grows with K).
   c.restore.second_order = "autodiff"  # Gradient through ∇ₓE: 'autodiff' or 'reverse_over_forward' (custom VJP of jvp_x E); same values.
 
   c.loss = ml_collections.ConfigDict()

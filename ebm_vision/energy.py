@@ -105,7 +105,7 @@ def reverse_over_forward_input_gradient(energy_fn: EnergyFn):
 def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.ndarray,
             rng: jax.Array, *, update_mask: Optional[jnp.ndarray] = None,
             langevin_noise_scale: float = 0., remat: str = "nothing_saveable",
-            second_order: str = "autodiff"):
+            second_order: str = "autodiff", unroll: bool = False):
   """K steps of gradient descent on the energy, starting from `corrupted`.
 
   Args:
@@ -118,6 +118,8 @@ def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.nda
     langevin_noise_scale: σ of the Langevin term √(2α)·σ·ε; 0 for plain descent.
     remat: a key of REMAT_POLICIES; rematerializes each step so memory stays flat in K.
     second_order: one of SECOND_ORDER_MODES (the same gradients, other memory and time).
+    unroll: unroll the K steps into one straight-line program (XLA may fuse across
+      steps, and its cost analysis then counts every step, not the loop body once).
 
   Returns:
     (trajectory [K, B, H, W, C] = x_1..x_K, energies [K, B] = E(x_0)..E(x_{K-1})).
@@ -140,7 +142,7 @@ def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.nda
   if REMAT_POLICIES[remat] is not None:
     step = jax.checkpoint(step, policy=REMAT_POLICIES[remat])
   keys = jax.random.split(rng, alphas.shape[0])
-  _, (trajectory, energies) = jax.lax.scan(step, corrupted, (alphas, keys))
+  _, (trajectory, energies) = jax.lax.scan(step, corrupted, (alphas, keys), unroll=unroll)
   return trajectory, energies
 
 

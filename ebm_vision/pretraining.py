@@ -78,7 +78,8 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: 
   trajectory, energies = energy.restore(
       energy_fn(model, config), energy_params, corrupted.images, alphas, restore_rng,
       update_mask=update_mask, langevin_noise_scale=config.restore.langevin_noise_scale,
-      remat=config.restore.remat, second_order=config.restore.second_order)
+      remat=config.restore.remat, second_order=config.restore.second_order,
+      unroll=config.restore.unroll_steps)
   efn = functools.partial(energy_fn(model, config), energy_params)
   return corrupted, trajectory, energies, alphas, efn
 

@@ -128,6 +128,19 @@ def test_update_mask_freezes_uncorrupted_pixels():
   np.testing.assert_allclose(energies[0], efn({}, x0), rtol=1e-6)
 
 
+def test_unrolled_steps_equal_the_scan():
+  efn = lambda w, x: jnp.sum(jnp.sin(w * x), axis=(1, 2, 3))
+  x0 = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))
+  alphas = jnp.array([0.3, 0.2, 0.1])
+
+  def final(w, unroll):
+    traj, _ = energy.restore(efn, w, x0, alphas, jax.random.PRNGKey(1), unroll=unroll,
+                             langevin_noise_scale=0.1)
+    return jnp.sum(traj[-1] ** 2)
+  np.testing.assert_allclose(final(1.5, True), final(1.5, False), rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(final)(1.5, True), jax.grad(final)(1.5, False), rtol=1e-5)
+
+
 def test_langevin_noise_has_the_langevin_variance():
   efn = lambda _, x: jnp.zeros(x.shape[0])  # No drift: only noise moves pixels.
   x0 = jnp.zeros((64, 16, 16, 3))
