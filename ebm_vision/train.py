@@ -136,6 +136,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   pending_losses, pending_grad_norms, pending_from = [], [], start_step + 1
   scalars, metrics = {}, None
   timer_step, timer = start_step, time.perf_counter()
+  budget_start = None
   with preemption.PreemptionWatch(manager) as watch:
     for step in range(start_step + 1, config.num_train_steps + 1):
       batch = mesh_lib.global_batch(next(train_iter), mesh)
@@ -143,8 +144,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
       pending_losses.append(metrics["loss"])
       pending_grad_norms.append(metrics["grad_norm"])
       progress(step)
-
-      stop = watch.stop_requested(step)
+      out_of_time = False
+      if config.time_budget_seconds:  # Timed on finished steps, not on dispatched ones.
+        jax.block_until_ready(metrics["loss"])
+        if budget_start is None:  # The clock starts after the compiling first step.
+          budget_start = time.perf_counter()
+        out_of_time = time.perf_counter() - budget_start >= config.time_budget_seconds
+      stop = watch.stop_requested(step) or out_of_time
       is_last = step == config.num_train_steps
       saving = is_last or stop or manager.should_save(step)
       if saving or step % config.log_every_steps == 0:
@@ -181,8 +187,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if saving:
         save_checkpoint(manager, step, state, train_iter, config, workdir, force=is_last or stop)
       if stop:
-        logging.warning("Stopped for preemption after saving step %d in %s; the next launch "
-                        "resumes from it.", step, workdir)
+        logging.warning("Stopped (%s) after saving step %d in %s; the next launch resumes "
+                        "from it.", "time budget" if out_of_time else "preemption", step, workdir)
         break
 
   manager.wait_until_finished()

@@ -24,7 +24,7 @@ def test_sigterm_checkpoints_and_the_next_launch_resumes(tiny_config, tmp_path, 
   wait_for(log, "train/loss", process)  # Training steps are running.
   process.send_signal(signal.SIGTERM)
   assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
-  assert "Stopped for preemption after saving step" in log.read_text()
+  assert "Stopped (preemption) after saving step" in log.read_text()
   step = checkpointing.create_manager(str(workdir), tiny_config).latest_step()
   assert step is not None and 1 <= step < 100000
 
@@ -34,3 +34,14 @@ def test_sigterm_checkpoints_and_the_next_launch_resumes(tiny_config, tmp_path, 
     train.train_and_evaluate(tiny_config, str(workdir))
   assert f"Resumed from the checkpoint of step {step}" in caplog.text
   assert checkpointing.create_manager(str(workdir), tiny_config).all_steps() == [step, step + 2]
+
+
+def test_time_budget_stops_with_a_checkpoint(tiny_config, tmp_path):
+  tiny_config.num_train_steps = tiny_config.checkpoint_every_steps = 100000
+  tiny_config.image_every_steps = 100000
+  tiny_config.time_budget_seconds = 2.0
+  start = time.monotonic()
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  step = checkpointing.create_manager(str(tmp_path), tiny_config).latest_step()
+  assert step is not None and 1 < step < 100000
+  assert time.monotonic() - start < 120
