@@ -88,8 +88,8 @@ def main(argv):
     rows.append((name, f"{m['params'] / 1e6:.0f}M", "×".join(map(str, shape.values())),
                  str(config.batch_size // (shape["data"] * shape["fsdp"])),
                  config.restore.second_order, "yes" if config.model.remat_blocks else "no",
-                 f"{m['state'] / GIB:.2f}", f"{m['temporaries'] / GIB:.2f}",
-                 f"{m['peak'] / GIB:.2f}"))
+                 f"{m['state'] / GIB:.4g}", f"{m['temporaries'] / GIB:.4g}",
+                 f"{m['peak'] / GIB:.4g}"))
     print("  ".join(rows[-1]), flush=True)
   widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
   print("\n" + "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows))

@@ -127,7 +127,7 @@ def main(argv):
     mfu = (f"{r['flops'] / r['step_s'] / peak_flops:.1%}" if peak_flops else "n/a")
     rows.append((method, f"{1e3 * r['step_s']:.1f}", f"{1e3 * r['spread_s']:.1f}",
                  f"{FLAGS.batch_size / r['step_s']:.1f}",
-                 f"{r['flops'] * len(devices) / 1e12:.3f}",
+                 f"{r['flops'] * len(devices) / 1e12:.4g}",
                  f"{r['peak_bytes'] / 2**30:.2f}" + ("" if r["measured_peak"] else " (est.)"),
                  mfu))
     print("  ".join(rows[-1]), flush=True)

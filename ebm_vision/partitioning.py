@@ -93,7 +93,7 @@ def state_shardings(abstract_state: dict, tx: optax.GradientTransformation, mesh
 
 @contextlib.contextmanager
 def activation_sharding(mesh: Mesh):
-  """Context in which the model's activation constraints (`nn.with_logical_constraint`)
+  """Context in which the model's activation constraints (`constrain`)
   map to `mesh`; jitted functions must be first called (traced) inside it."""
   with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
     yield

@@ -1,0 +1,36 @@
+"""The benchmark scripts run end to end on tiny settings and print their tables (no timing
+is asserted)."""
+import os
+import subprocess
+import sys
+
+from subprocesses import REPO
+
+
+def run_script(name, *flags):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  return subprocess.run([sys.executable, os.path.join("benchmarks", name), *flags], cwd=REPO,
+                        env=env, capture_output=True, text=True, check=False, timeout=600)
+
+
+def test_step_throughput_compares_energy_and_mae():
+  result = run_script("step_throughput.py", "--variant=Ti/8", "--width=64", "--depth=1",
+                      "--image_size=32", "--batch_size=4", "--dtype=float32", "--steps=1",
+                      "--repeats=2", "--mae_decoder_width=32", "--mae_decoder_depth=1",
+                      "--methods=energy_k1,energy_k2,mae")
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.splitlines()
+  assert any(line.split()[:1] == ["method"] for line in lines)
+  rows = {line.split()[0]: line.split() for line in lines[-3:]}
+  assert set(rows) == {"energy_k1", "energy_k2", "mae"}
+  # TFLOP/step: two restoration steps count twice the restoration work of one.
+  assert float(rows["energy_k2"][4]) > 1.5 * float(rows["energy_k1"][4]) > 0
+
+
+def test_step_memory_reports_each_config():
+  result = run_script("step_memory.py", "--configs=demo", "--devices=2", "--batch_size=4",
+                      "--mesh=1,2,1")
+  assert result.returncode == 0, result.stderr[-3000:]
+  row = result.stdout.splitlines()[-1].split()
+  assert row[:4] == ["demo", "1M", "1×2×1", "2"]
+  assert float(row[-1]) > float(row[-3]) > 0  # Peak above the train state.
