@@ -10,7 +10,6 @@ outputs − donated + temporaries). On a CPU host the devices are simulated and 
 figures are those of XLA's CPU compiler: an estimate of an accelerator's, whose
 fusion and layouts differ. Needs no TensorFlow.
 """
-import functools
 import importlib
 import math
 import os
@@ -22,7 +21,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from ebm_vision import mesh as mesh_lib
-from ebm_vision import models, partitioning, pretraining
+from ebm_vision import models, pretraining
 from ebm_vision.optimizer import create_optimizer
 
 flags.DEFINE_list("configs", ["vit_b_mask", "vit_l_mask", "vit_h_mask"],
@@ -43,17 +42,11 @@ def step_memory(config, devices) -> dict:
   mesh = mesh_lib.create_mesh(config.mesh, devices)
   model = models.create_vit(config.model)
   tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps)
-  abstract = jax.eval_shape(functools.partial(pretraining.init_state, model, tx, config),
-                            jax.random.PRNGKey(0))
-  shardings = partitioning.state_shardings(abstract, tx, mesh)
+  init, shardings, step = pretraining.sharded_train_step(model, config, tx, schedule, mesh)
+  abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
   size = config.data.image_size
   batch = {"image": jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jax.numpy.uint8)}
-  step = jax.jit(functools.partial(pretraining.train_step, model=model, config=config, tx=tx,
-                                   schedule=schedule),
-                 in_shardings=(shardings, {"image": mesh_lib.batch_sharding(mesh)}),
-                 out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
-  with partitioning.activation_sharding(mesh):
-    memory = step.lower(abstract, batch).compile().memory_analysis()
+  memory = step.lower(abstract, batch).compile().memory_analysis()
   state = sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
               for x, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings)))
   return {"mesh": mesh.shape, "state": state, "temporaries": memory.temp_size_in_bytes,

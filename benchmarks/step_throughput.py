@@ -9,7 +9,6 @@ memory analysis of the compiled step: inputs + outputs − donated + temporaries
 FLOPs utilization: XLA's cost-analysis FLOPs of the step (rematerialized work
 included) over the step time and the devices' dense bf16 peak. Needs no TensorFlow.
 """
-import functools
 import os
 import statistics
 import sys
@@ -23,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import common
 from ebm_vision import mesh as mesh_lib
-from ebm_vision import models, partitioning, pretraining
+from ebm_vision import models, pretraining
 from ebm_vision.optimizer import create_optimizer
 
 flags.DEFINE_string("variant", "B/16", "ViT size '<Ti|S|M|B|L|H>/<patch>'.")
@@ -75,23 +74,16 @@ def benchmark(method: str, mesh) -> dict:
   config = method_config(method)
   model = models.create_vit(config.model)
   tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps)
-  init = functools.partial(pretraining.init_state, model, tx, config)
-  shardings = partitioning.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), tx, mesh)
+  init, shardings, step = pretraining.sharded_train_step(model, config, tx, schedule, mesh)
   state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
   size = config.data.image_size
   images = np.random.default_rng(0).integers(0, 256, (config.batch_size, size, size, 3), np.uint8)
   batch = {"image": jax.device_put(images, mesh_lib.batch_sharding(mesh))}
-
-  def jitted(config):
-    return jax.jit(functools.partial(pretraining.train_step, model=model, config=config, tx=tx,
-                                     schedule=schedule),
-                   in_shardings=(shardings, {"image": mesh_lib.batch_sharding(mesh)}),
-                   out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
   unrolled = config.copy_and_resolve_references()
   unrolled.restore.unroll_steps = True  # XLA counts a loop body once: count every step.
-  with partitioning.activation_sharding(mesh):
-    compiled = jitted(config).lower(state, batch).compile()
-    flops = jitted(unrolled).lower(state, batch).compile().cost_analysis().get("flops")
+  _, _, unrolled_step = pretraining.sharded_train_step(model, unrolled, tx, schedule, mesh)
+  compiled = step.lower(state, batch).compile()
+  flops = unrolled_step.lower(state, batch).compile().cost_analysis().get("flops")
   memory = compiled.memory_analysis()
   state, metrics = compiled(state, batch)  # Warm-up.
   jax.block_until_ready(metrics)

@@ -100,13 +100,18 @@ def activation_sharding(mesh: Mesh):
 
 
 def jit(fn, mesh: Mesh, **jit_kwargs):
-  """`jax.jit(fn, **jit_kwargs)` whose calls (and so its tracing) happen inside
-  `activation_sharding(mesh)`."""
+  """`jax.jit(fn, **jit_kwargs)` whose calls and `.lower(...)` (and so its tracing)
+  happen inside `activation_sharding(mesh)`."""
   jitted = jax.jit(fn, **jit_kwargs)
 
   def call(*args):
     with activation_sharding(mesh):
       return jitted(*args)
+
+  def lower(*args):
+    with activation_sharding(mesh):
+      return jitted.lower(*args)
+  call.lower = lower
   return call
 
 

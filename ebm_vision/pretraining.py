@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ebm_vision import corruptions, energy, image_metrics, pixels
+from ebm_vision import corruptions, energy, image_metrics, partitioning, pixels
+from ebm_vision import mesh as mesh_lib
 from ebm_vision.baselines import mae
 
 
@@ -75,13 +76,13 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: 
   energy_params = {"model": params["model"]}
   if train:
     energy_params["dropout"] = dropout_rng
+  efn = energy_fn(model, config)
   trajectory, energies = energy.restore(
-      energy_fn(model, config), energy_params, corrupted.images, alphas, restore_rng,
+      efn, energy_params, corrupted.images, alphas, restore_rng,
       update_mask=update_mask, langevin_noise_scale=config.restore.langevin_noise_scale,
       remat=config.restore.remat, second_order=config.restore.second_order,
       unroll=config.restore.unroll_steps)
-  efn = functools.partial(energy_fn(model, config), energy_params)
-  return corrupted, trajectory, energies, alphas, efn
+  return corrupted, trajectory, energies, alphas, functools.partial(efn, energy_params)
 
 
 def pretraining_loss(params, clean, rng, *, model: nn.Module, config):
@@ -125,6 +126,23 @@ def train_step(state: dict, batch: dict, *, model: nn.Module, config,
   new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
                "rng": state["rng"]}
   return new_state, metrics
+
+
+def sharded_train_step(model: nn.Module, config, tx: optax.GradientTransformation, schedule,
+                       mesh):
+  """(init, state shardings, jitted train step) of `config` on `mesh`.
+
+  `init(rng)` builds the state; the state is laid out by `partitioning`'s rules and
+  donated, the batch is split over data×fsdp, the metrics are replicated.
+  """
+  init = functools.partial(init_state, model, tx, config)
+  shardings = partitioning.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), tx,
+                                           mesh)
+  step = partitioning.jit(
+      functools.partial(train_step, model=model, config=config, tx=tx, schedule=schedule), mesh,
+      in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
+      out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+  return init, shardings, step
 
 
 def restoration_diagnostics(params, images, rng, *, model: nn.Module, config,

@@ -90,9 +90,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # ---------------------------------------------------------- model, optimizer
   model = create_vit(config.model)
   tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps)
-  init = functools.partial(pretraining.init_state, model, tx, config)
+  init, state_sharding, train_step = pretraining.sharded_train_step(model, config, tx,
+                                                                    schedule, mesh)
   abstract_state = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
-  state_sharding = partitioning.state_shardings(abstract_state, tx, mesh)
 
   # ----------------------------------------------------- fresh or resumed state
   manager = checkpointing.create_manager(workdir, config)
@@ -118,11 +118,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
   knn_monitor = frozen_eval.KnnMonitor(config, model) if knn_every else None
 
   # ------------------------------------------------------------- jitted steps
-  train_step = partitioning.jit(
-      functools.partial(pretraining.train_step, model=model, config=config, tx=tx,
-                        schedule=schedule), mesh,
-      in_shardings=(state_sharding, mesh_lib.batch_sharding(mesh)),
-      out_shardings=(state_sharding, replicated), donate_argnums=(0,))
   diagnostics = {task: partitioning.jit(functools.partial(
       pretraining.restoration_diagnostics, model=model, config=config,
       corruption_config=task_corruption(config.corruption, task)), mesh)

@@ -1,5 +1,4 @@
 """Mesh, partition rules, and the sharded train step: every layout computes the same step."""
-import functools
 
 import jax
 import ml_collections
@@ -7,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from ebm_vision import checkpointing, partitioning, pretraining
+from ebm_vision import checkpointing, pretraining
 from ebm_vision import mesh as mesh_lib
 from ebm_vision import models
 from ebm_vision.optimizer import create_optimizer
@@ -33,14 +32,7 @@ def test_mesh_shape_fills_in_the_rest_and_names_bad_fields():
 def setup(config, mesh):
   model = models.create_vit(config.model)
   tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps)
-  init = functools.partial(pretraining.init_state, model, tx, config)
-  shardings = partitioning.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), tx, mesh)
-  step = partitioning.jit(
-      functools.partial(pretraining.train_step, model=model, config=config, tx=tx,
-                        schedule=schedule), mesh,
-      in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
-      out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
-  return init, shardings, step
+  return pretraining.sharded_train_step(model, config, tx, schedule, mesh)
 
 
 def test_partition_rules_shard_weights_and_their_adam_moments(tiny_config):
