@@ -33,18 +33,22 @@ def viewer_data_config(config):
   return d
 
 
-def format_table(metrics: dict[str, dict[str, float]], num_steps: int) -> str:
-  """One row per task: PSNR and SSIM of the corrupted input and after each step, energies."""
-  steps = range(1, num_steps + 1)
+def format_table(metrics: dict[str, dict[str, float]]) -> str:
+  """One row per task: PSNR and SSIM of the corrupted input and after each step, and the
+  energies when the method has them (MAE does not)."""
+  first = next(iter(metrics.values()))
+  steps = range(1, sum(k.startswith("psnr_restored_") for k in first) + 1)
+  energies = "energy_clean" in first
   header = (["task", "PSNR in"] + [f"PSNR {k}" for k in steps] + ["SSIM in"] +
-            [f"SSIM {k}" for k in steps] + ["E clean", "E corrupted", f"E restored {num_steps}"])
+            [f"SSIM {k}" for k in steps] +
+            (["E clean", "E corrupted", f"E restored {steps[-1]}"] if energies else []))
   rows = [header]
   for task, m in metrics.items():
     rows.append([task, f"{m['psnr_corrupted']:.2f}"] +
                 [f"{m[f'psnr_restored_{k}']:.2f}" for k in steps] +
                 [f"{m['ssim_corrupted']:.3f}"] + [f"{m[f'ssim_restored_{k}']:.3f}" for k in steps] +
-                [f"{m['energy_clean']:.4g}", f"{m['energy_corrupted']:.4g}",
-                 f"{m[f'energy_restored_{num_steps}']:.4g}"])
+                ([f"{m['energy_clean']:.4g}", f"{m['energy_corrupted']:.4g}",
+                  f"{m[f'energy_restored_{steps[-1]}']:.4g}"] if energies else []))
   widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
   return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
@@ -85,5 +89,5 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
   with open(os.path.join(out_dir, f"metrics_step_{step:08d}.json"), "w") as f:
     json.dump(report, f, indent=1)
   logging.info("Wrote the restorations of step %d to %s", step, out_dir)
-  print(format_table(report, config.restore.num_steps))
+  print(format_table(report))
   return report

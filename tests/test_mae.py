@@ -8,7 +8,7 @@ import numpy as np
 
 from ebm_vision import checkpointing, input_pipeline, models, partitioning, pixels, pretrained
 from ebm_vision import mesh as mesh_lib
-from ebm_vision import pretraining, train
+from ebm_vision import pretraining, train, viewer
 from ebm_vision.baselines import mae
 from ebm_vision.optimizer import create_optimizer
 
@@ -69,6 +69,12 @@ def test_mae_trains_in_the_shared_loop_and_transfers_like_energy_pretraining(tin
       params, pixels.normalize(images, config.data.pixel_mean, config.data.pixel_std),
       jax.random.PRNGKey(5), model=model, config=config)[0])
   assert loss(trained["params"]) < 0.9 * loss(init(jax.random.PRNGKey(config.seed))["params"])
+
+  # main.py --mode=restore reports MAE's one reconstruction, without energies.
+  config.viewer.source, config.viewer.num_images, config.viewer.num_grid_images = (
+      "dead_leaves", 4, 4)
+  report = viewer.restore_and_report(config, str(tmp_path))
+  assert "psnr_restored_1" in report["mask"] and "energy_clean" not in report["mask"]
 
   # Transfer loads the ViT alone, exactly as after energy pretraining.
   vit, params = pretrained.load_pretrained(str(tmp_path), num_classes=3)

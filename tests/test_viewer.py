@@ -26,7 +26,7 @@ def test_viewer_writes_a_grid_and_metrics_for_every_task(tiny_config, tmp_path, 
   assert report["color"]["psnr_corrupted"] > 40 > 20 > report["mask"]["psnr_corrupted"]
   with open(tmp_path / "viewer" / "metrics_step_00000002.json") as f:
     assert json.load(f) == report
-  table = viewer.format_table(report, 2)
+  table = viewer.format_table(report)
   assert table.splitlines()[0].split()[:3] == ["task", "PSNR", "in"]
   assert len(table.splitlines()) == 1 + len(report)
 
