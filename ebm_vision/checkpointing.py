@@ -1,11 +1,12 @@
 """Orbax checkpoints of the train state: save, and resume from the latest."""
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import jax
 import orbax.checkpoint as ocp
+
+from ebm_vision import paths
 
 
 def create_manager(workdir: str, config) -> ocp.CheckpointManager:
@@ -20,8 +21,7 @@ def create_manager(workdir: str, config) -> ocp.CheckpointManager:
           policies.FixedIntervalPolicy(config.checkpoint_every_steps),
           policies.PreemptionCheckpointingPolicy()]),
       enable_async_checkpointing=config.async_checkpointing)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options)
+  return ocp.CheckpointManager(paths.as_path(workdir) / "checkpoints", options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: dict, *, force: bool = False

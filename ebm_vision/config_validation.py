@@ -1,9 +1,7 @@
 """Start-up checks of a pretraining config: a bad value fails with the field's name."""
 from __future__ import annotations
 
-import os
-
-from ebm_vision import corruptions, energy
+from ebm_vision import corruptions, energy, paths
 from ebm_vision import mesh as mesh_lib
 from ebm_vision.models import vit, vit_kwargs
 
@@ -171,12 +169,10 @@ def validate_pretraining(config, num_devices: int) -> None:
 
 
 def check_workdir(workdir: str) -> None:
-  """Creates `workdir` if needed and fails in one line if it cannot be written."""
+  """Creates `workdir` (a local path or a gs:// URI) if needed; fails in one line if it
+  cannot be written."""
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise ConfigError(f"--workdir={workdir!r} is not writable: {e.strerror}") from None
+    paths.ensure_writable(workdir)
+  except Exception as e:  # pylint: disable=broad-except  # OSError here, tf.errors.* for gs://.
+    reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+    raise ConfigError(f"--workdir={workdir!r} is not writable: {reason}") from None

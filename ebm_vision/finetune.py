@@ -14,7 +14,6 @@ holds the latest states (resume), `best/` the ViT parameters with the best top-1
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import numpy as np
@@ -24,7 +23,7 @@ from clu import metric_writers, periodic_actions
 
 from ebm_vision import checkpointing, classification, config_validation, input_pipeline
 from ebm_vision import mesh as mesh_lib
-from ebm_vision import partitioning, preemption, pretrained
+from ebm_vision import partitioning, paths, preemption, pretrained
 from ebm_vision.frozen_eval import backbone
 from ebm_vision.optimizer import create_optimizer, layer_decay_scales
 from ebm_vision.train import first_non_finite, save_checkpoint, step_metrics
@@ -75,7 +74,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # ------------------------------------------------ fresh or resumed state
   manager = checkpointing.create_manager(workdir, config)
   best = ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), "best"),
+      paths.as_path(workdir) / "best",
       options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["eval/top1"],
                                            best_mode="max"))
   state = checkpointing.restore_latest(

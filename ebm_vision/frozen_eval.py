@@ -8,14 +8,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import jax
 from absl import logging
 from clu import metric_writers
 
-from ebm_vision import config_validation, features, input_pipeline, pretrained
+from ebm_vision import config_validation, features, input_pipeline, paths, pretrained
 from ebm_vision.models import create_vit
 
 
@@ -80,10 +79,9 @@ def evaluate(config, workdir: str) -> dict[str, float]:
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   writer.write_scalars(step, {**results, **{f"time/{k}": v for k, v in timings.items()}})
   writer.flush()
-  with open(os.path.join(workdir, "frozen_eval.json"), "w") as f:
-    json.dump({"pretrained": config.pretrained, "checkpoint_step": step,
-               "num_train": len(train_y), "num_eval": len(test_y), **results, **timings}, f,
-              indent=1)
+  (paths.as_path(workdir) / "frozen_eval.json").write_text(json.dumps(
+      {"pretrained": config.pretrained, "checkpoint_step": step, "num_train": len(train_y),
+       "num_eval": len(test_y), **results, **timings}, indent=1))
   return {**results, **timings}
 
 

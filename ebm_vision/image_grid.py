@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ebm_vision import pixels
+from ebm_vision import paths, pixels
 
 
 def make_grid(columns: Sequence[np.ndarray], pad: int = 2, scale: int = 1) -> np.ndarray:
@@ -24,9 +24,12 @@ def make_grid(columns: Sequence[np.ndarray], pad: int = 2, scale: int = 1) -> np
   return grid
 
 
-def save_png(path: str, image: np.ndarray) -> None:
-  """Writes a uint8 [H, W, 3] array as PNG."""
-  Image.fromarray(image).save(path)
+def save_png(path, image: np.ndarray) -> None:
+  """Writes a uint8 [H, W, 3] array as PNG to `path` (local or gs://), creating its folder."""
+  path = paths.as_path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open("wb") as f:
+    Image.fromarray(image).save(f, format="PNG")
 
 
 def restoration_grid(diag: dict, pixel_mean, pixel_std, min_height: int = 128) -> np.ndarray:

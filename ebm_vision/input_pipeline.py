@@ -8,7 +8,6 @@ config and its iterator state can be saved and restored exactly.
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Iterable, Iterator, Optional
 
 from absl import logging
@@ -276,7 +275,10 @@ def prune_iterator_states(workdir: str, keep_steps: Iterable[int]) -> None:
   for name in tf.io.gfile.listdir(root) if tf.io.gfile.isdir(root) else []:
     name = name.rstrip("/")
     if name not in keep:
-      shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+      try:
+        tf.io.gfile.rmtree(os.path.join(root, name))  # Also in a gs:// bucket.
+      except tf.errors.NotFoundError:  # Another process of the run deleted it first.
+        pass
 
 
 def create_train_iterator(data_config, *, global_batch_size: int, seed: int,

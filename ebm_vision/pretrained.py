@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Optional
 
 import flax
@@ -10,46 +9,46 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
+from ebm_vision import paths
 from ebm_vision.models import create_vit
 from ebm_vision.models.vit import ViT, resample_posemb
 
 CONFIG_FILE = "config.json"  # Written into the workdir by every pretraining run.
 
 
-def save_run_config(workdir: str, config) -> None:
+def save_run_config(workdir, config) -> None:
   """Records the run's config next to its checkpoints (read back by `load_pretrained`)."""
-  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
+  (paths.as_path(workdir) / CONFIG_FILE).write_text(config.to_json_best_effort(indent=1))
 
 
-def _checkpoint_dir(path: str) -> tuple[str, str]:
+def _checkpoint_dir(path) -> tuple[epath.Path, epath.Path]:
   """(workdir, '<step>/state' folder) for a workdir or a checkpoints/<step> folder."""
-  path = os.path.abspath(path)
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    steps = [int(s) for s in os.listdir(os.path.join(path, "checkpoints")) if s.isdigit()]
+  path = paths.as_path(path)
+  if (path / "checkpoints").is_dir():
+    steps = [int(s.name) for s in (path / "checkpoints").iterdir() if s.name.isdigit()]
     if not steps:
-      raise FileNotFoundError(f"no checkpoint in {os.path.join(path, 'checkpoints')}")
-    return path, os.path.join(path, "checkpoints", str(max(steps)), "state")
-  if os.path.basename(path) == "state":
-    path = os.path.dirname(path)
-  if os.path.isdir(os.path.join(path, "state")):
-    return os.path.dirname(os.path.dirname(path)), os.path.join(path, "state")
+      raise FileNotFoundError(f"no checkpoint in {path / 'checkpoints'}")
+    return path, path / "checkpoints" / str(max(steps)) / "state"
+  if path.name == "state":
+    path = path.parent
+  if (path / "state").is_dir():
+    return path.parent.parent, path / "state"
   raise FileNotFoundError(f"{path} is neither a workdir with checkpoints/ nor a checkpoint")
 
 
-def checkpoint_step(path: str) -> int:
+def checkpoint_step(path) -> int:
   """The training step of the checkpoint `load_pretrained(path)` loads."""
-  return int(os.path.basename(os.path.dirname(_checkpoint_dir(path)[1])))
+  return int(_checkpoint_dir(path)[1].parent.name)
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+def load_run_config(workdir) -> ml_collections.ConfigDict:
   """The config the run in `workdir` was trained with."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = paths.as_path(workdir) / CONFIG_FILE
+  if not path.exists():
     raise FileNotFoundError(f"{path} is missing: pass model_config and image_size explicitly")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def load_pretrained(path: str, *, image_size: Optional[int] = None,

@@ -6,7 +6,6 @@ step → loop with metrics, restoration grids and checkpoints.
 from __future__ import annotations
 
 import functools
-import os
 import time
 
 import jax
@@ -16,7 +15,7 @@ from clu import metric_writers, periodic_actions
 
 from ebm_vision import checkpointing, config_validation, frozen_eval, image_grid, input_pipeline
 from ebm_vision import mesh as mesh_lib
-from ebm_vision import partitioning, preemption, pretrained, pretraining
+from ebm_vision import partitioning, paths, preemption, pretrained, pretraining
 from ebm_vision.models import create_vit
 from ebm_vision.optimizer import create_optimizer
 
@@ -64,8 +63,8 @@ def write_restorations(workdir: str, step: int, task: str, diag: dict, config, w
   """Writes the task's restoration grid (PNG and TensorBoard); returns its eval scalars."""
   diag = jax.device_get(diag)
   grid = image_grid.restoration_grid(diag, config.data.pixel_mean, config.data.pixel_std)
-  os.makedirs(os.path.join(workdir, "restorations"), exist_ok=True)
-  image_grid.save_png(os.path.join(workdir, "restorations", f"{task}_step_{step:08d}.png"), grid)
+  image_grid.save_png(paths.as_path(workdir) / "restorations" / f"{task}_step_{step:08d}.png",
+                      grid)
   writer.write_images(step, {f"restorations/{task}": grid[None]})
   return step_metrics({k: v for k, v in diag.items() if k not in IMAGE_KEYS}, f"eval/{task}/")
 

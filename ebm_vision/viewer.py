@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 
 import jax
 from absl import logging
 
 from ebm_vision import checkpointing, config_validation, image_grid, input_pipeline
 from ebm_vision import mesh as mesh_lib
-from ebm_vision import partitioning, pretraining
+from ebm_vision import partitioning, paths, pretraining
 from ebm_vision.models import create_vit
 from ebm_vision.optimizer import create_optimizer
 from ebm_vision.train import IMAGE_KEYS, step_metrics, task_corruption
@@ -67,13 +66,12 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
   state = checkpointing.restore_latest(
       manager, checkpointing.abstract_like(abstract, partitioning.state_shardings(abstract, tx, mesh)))
   if state is None:
-    raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+    raise FileNotFoundError(f"no checkpoint in {paths.as_path(workdir) / 'checkpoints'}")
   step = int(state["step"])
   images = jax.device_put(
       input_pipeline.eval_images(viewer_data_config(config), config.viewer.num_images),
       replicated)
-  out_dir = os.path.join(workdir, "viewer")
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = paths.as_path(workdir) / "viewer"
   report = {}
   for task in config.viewer.tasks:
     diagnose = partitioning.jit(functools.partial(
@@ -82,12 +80,11 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
     diag = jax.device_get(diagnose(state["params"], images, jax.random.PRNGKey(config.seed + 1)))
     shown = {k: v[:config.viewer.num_grid_images] if k != "trajectory"
              else v[:, :config.viewer.num_grid_images] for k, v in diag.items() if k in IMAGE_KEYS}
-    image_grid.save_png(os.path.join(out_dir, f"{task}_step_{step:08d}.png"),
+    image_grid.save_png(out_dir / f"{task}_step_{step:08d}.png",
                         image_grid.restoration_grid(shown, config.data.pixel_mean,
                                                     config.data.pixel_std))
     report[task] = step_metrics({k: v for k, v in diag.items() if k not in IMAGE_KEYS})
-  with open(os.path.join(out_dir, f"metrics_step_{step:08d}.json"), "w") as f:
-    json.dump(report, f, indent=1)
+  (out_dir / f"metrics_step_{step:08d}.json").write_text(json.dumps(report, indent=1))
   logging.info("Wrote the restorations of step %d to %s", step, out_dir)
   print(format_table(report))
   return report

@@ -38,8 +38,9 @@ def test_two_processes_equal_one_process(tiny_config, tmp_path):
   train.train_and_evaluate(tiny_config, str(tmp_path / "one_process"))  # Meanwhile, here.
 
   for i, process in enumerate(processes):
+    returncode = process.wait(timeout=600)
     log = (tmp_path / f"process_{i}.log").read_text()
-    assert process.wait(timeout=600) == 0, log[-3000:]
+    assert returncode == 0, log[-3000:]
     assert f"Process {i} of 2" in log and "4 local devices, 8 in all" in log
   # Only process 0 writes images and the run's config.
   assert (workdir / "config.json").exists()
