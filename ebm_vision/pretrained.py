@@ -51,6 +51,20 @@ def load_run_config(workdir) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
+def _restore_backbone(state_dir: epath.Path) -> dict:
+  """The checkpoint's ViT params (params['model']) as host numpy arrays.
+
+  Only these are read (not the optimizer state), and whatever mesh and number of
+  devices wrote them: restoring with the saved shardings fails on another topology.
+  """
+  checkpointer = ocp.PyTreeCheckpointer()
+  model = checkpointer.metadata(state_dir).item_metadata.tree["params"]["model"]
+  on_host = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), model)
+  return checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+      item={"params": {"model": model}}, restore_args={"params": {"model": on_host}},
+      partial_restore=True))["params"]["model"]
+
+
 def load_pretrained(path: str, *, image_size: Optional[int] = None,
                     num_classes: Optional[int] = None, model_config=None,
                     drop_path_rate: Optional[float] = None, pool_type: Optional[str] = None,
@@ -88,7 +102,7 @@ def load_pretrained(path: str, *, image_size: Optional[int] = None,
   size = image_size
   fresh = model.init(rng if rng is not None else jax.random.PRNGKey(0),
                      np.zeros((1, size, size, 3), np.float32))["params"]
-  loaded = ocp.StandardCheckpointer().restore(state_dir)["params"]["model"]
+  loaded = _restore_backbone(state_dir)
   if "pos_embedding" in loaded and "pos_embedding" in fresh:
     grid = (size // model.patch_size,) * 2
     loaded = {**loaded, "pos_embedding": resample_posemb(loaded["pos_embedding"], grid)}

@@ -1,6 +1,8 @@
 """Transfer: loading checkpoints in Flax, kNN, the linear probe and frozen evaluation."""
 import json
 import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -10,6 +12,8 @@ import pytest
 
 from configs import common
 from ebm_vision import features, frozen_eval, input_pipeline, pretrained, train
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def test_load_at_another_resolution_keeps_the_backbone_and_adds_a_head(pretrained_workdir):
@@ -25,6 +29,26 @@ def test_load_at_another_resolution_keeps_the_backbone_and_adds_a_head(pretraine
   out = model.apply({"params": params}, np.zeros((2, 32, 32, 3), np.float32))
   chex.assert_shape(out["logits"], (2, 7))
   assert pretrained.checkpoint_step(pretrained_workdir) == 2
+
+
+def test_a_checkpoint_written_on_8_devices_loads_in_a_1_device_process(pretrained_workdir,
+                                                                       tmp_path):
+  """Pretrained on a pod, transferred on a workstation: the saved shardings name devices
+  that process does not have."""
+  _, params = pretrained.load_pretrained(pretrained_workdir)
+  script = ("import sys, jax, numpy as np, ebm_vision\n"
+            "assert jax.device_count() == 1\n"
+            "_, params = ebm_vision.load_pretrained(sys.argv[1])\n"
+            "np.savez(sys.argv[2], *jax.tree.leaves(params))\n")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  result = subprocess.run([sys.executable, "-c", script, pretrained_workdir,
+                           str(tmp_path / "params.npz")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with np.load(tmp_path / "params.npz") as loaded:
+    for i, leaf in enumerate(jax.tree.leaves(params)):
+      np.testing.assert_array_equal(loaded[f"arr_{i}"], leaf)
 
 
 def test_class_token_features_from_a_global_pool_checkpoint(pretrained_workdir):
