@@ -12,6 +12,7 @@ linear-probe top-1 on the validation split from frozen features
 accuracy_vs_time.png (needs matplotlib) to --out. Run from anywhere; data comes from
 ../shared/data/tfds next to the repository.
 """
+import ast
 import json
 import os
 import sys
@@ -38,6 +39,8 @@ flags.DEFINE_integer("schedule_steps", 2000, "Steps of the warm-up + cosine sche
 flags.DEFINE_integer("warmup_steps", 50, "Warm-up steps.")
 flags.DEFINE_integer("num_train_examples", 10000, "Train images whose features are used.")
 flags.DEFINE_integer("num_eval_examples", 2000, "Validation images classified.")
+flags.DEFINE_list("overrides", [], "field=value pairs set in every pretraining config, e.g. "
+                  "loss.norm_pix=False (values as Python literals).")
 flags.mark_flag_as_required("out")
 FLAGS = flags.FLAGS
 
@@ -57,6 +60,9 @@ def pretraining_config(module):
   config.optimizer.warmup_steps = FLAGS.warmup_steps
   config.checkpoint_every_steps = config.image_every_steps = FLAGS.schedule_steps
   config.log_every_steps = 25
+  for override in FLAGS.overrides:
+    field, _, value = override.partition("=")
+    config.update_from_flattened_dict({field: ast.literal_eval(value)})
   return config
 
 

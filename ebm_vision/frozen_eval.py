@@ -79,9 +79,10 @@ def evaluate(config, workdir: str) -> dict[str, float]:
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   writer.write_scalars(step, {**results, **{f"time/{k}": v for k, v in timings.items()}})
   writer.flush()
-  (paths.as_path(workdir) / "frozen_eval.json").write_text(json.dumps(
-      {"pretrained": config.pretrained, "checkpoint_step": step, "num_train": len(train_y),
-       "num_eval": len(test_y), **results, **timings}, indent=1))
+  if jax.process_index() == 0:
+    (paths.as_path(workdir) / "frozen_eval.json").write_text(json.dumps(
+        {"pretrained": config.pretrained, "checkpoint_step": step, "num_train": len(train_y),
+         "num_eval": len(test_y), **results, **timings}, indent=1))
   return {**results, **timings}
 
 

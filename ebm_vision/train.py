@@ -59,6 +59,15 @@ def task_corruption(corruption_config, task: str):
   return c
 
 
+def restoration_diagnostics_fn(model, config, task: str, mesh):
+  """jitted (params, images, rng) -> `pretraining.restoration_diagnostics` of `task`,
+  replicated, so that every process can fetch the images and scalars."""
+  return partitioning.jit(functools.partial(
+      pretraining.restoration_diagnostics, model=model, config=config,
+      corruption_config=task_corruption(config.corruption, task)), mesh,
+      out_shardings=mesh_lib.replicated(mesh))
+
+
 def write_restorations(workdir: str, step: int, task: str, diag: dict, config, writer) -> dict:
   """Writes the task's restoration grid (PNG and TensorBoard); returns its eval scalars."""
   diag = jax.device_get(diag)
@@ -117,9 +126,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   knn_monitor = frozen_eval.KnnMonitor(config, model) if knn_every else None
 
   # ------------------------------------------------------------- jitted steps
-  diagnostics = {task: partitioning.jit(functools.partial(
-      pretraining.restoration_diagnostics, model=model, config=config,
-      corruption_config=task_corruption(config.corruption, task)), mesh)
+  diagnostics = {task: restoration_diagnostics_fn(model, config, task, mesh)
                  for task in config.eval_tasks}
   grid_rng = jax.random.PRNGKey(config.seed + 1)  # Same corruptions every time.
 

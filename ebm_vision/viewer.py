@@ -20,7 +20,7 @@ from ebm_vision import mesh as mesh_lib
 from ebm_vision import partitioning, paths, pretraining
 from ebm_vision.models import create_vit
 from ebm_vision.optimizer import create_optimizer
-from ebm_vision.train import IMAGE_KEYS, step_metrics, task_corruption
+from ebm_vision.train import IMAGE_KEYS, restoration_diagnostics_fn, step_metrics
 
 
 def viewer_data_config(config):
@@ -72,19 +72,20 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
       input_pipeline.eval_images(viewer_data_config(config), config.viewer.num_images),
       replicated)
   out_dir = paths.as_path(workdir) / "viewer"
+  is_chief = jax.process_index() == 0  # Every process computes; process 0 writes.
   report = {}
   for task in config.viewer.tasks:
-    diagnose = partitioning.jit(functools.partial(
-        pretraining.restoration_diagnostics, model=model, config=config,
-        corruption_config=task_corruption(config.corruption, task)), mesh)
+    diagnose = restoration_diagnostics_fn(model, config, task, mesh)
     diag = jax.device_get(diagnose(state["params"], images, jax.random.PRNGKey(config.seed + 1)))
     shown = {k: v[:config.viewer.num_grid_images] if k != "trajectory"
              else v[:, :config.viewer.num_grid_images] for k, v in diag.items() if k in IMAGE_KEYS}
-    image_grid.save_png(out_dir / f"{task}_step_{step:08d}.png",
-                        image_grid.restoration_grid(shown, config.data.pixel_mean,
-                                                    config.data.pixel_std))
+    if is_chief:
+      image_grid.save_png(out_dir / f"{task}_step_{step:08d}.png",
+                          image_grid.restoration_grid(shown, config.data.pixel_mean,
+                                                      config.data.pixel_std))
     report[task] = step_metrics({k: v for k, v in diag.items() if k not in IMAGE_KEYS})
-  (out_dir / f"metrics_step_{step:08d}.json").write_text(json.dumps(report, indent=1))
-  logging.info("Wrote the restorations of step %d to %s", step, out_dir)
+  if is_chief:
+    (out_dir / f"metrics_step_{step:08d}.json").write_text(json.dumps(report, indent=1))
+    logging.info("Wrote the restorations of step %d to %s", step, out_dir)
   print(format_table(report))
   return report

@@ -1,4 +1,5 @@
-"""Two processes on this machine (4 simulated devices each) train like one process on 8."""
+"""Two processes on this machine (4 simulated devices each) train like one process on 8;
+restoration grids and the viewer split their batch across the processes."""
 import jax
 import numpy as np
 
@@ -9,6 +10,7 @@ from subprocesses import free_port, start_main
 
 STEPS = 3
 LAYOUT = dict(data=2, fsdp=4)  # Process boundaries run along the data axis; FSDP within each.
+GRID_IMAGES = 8  # Divisible by the 8 batch shards: the restoration batch is split across processes.
 
 
 def restore_params(config, workdir):
@@ -24,24 +26,36 @@ def restore_params(config, workdir):
   return jax.device_get(state["params"])
 
 
-def test_two_processes_equal_one_process(tiny_config, tmp_path):
-  tiny_config.num_train_steps = tiny_config.checkpoint_every_steps = STEPS
-  tiny_config.mesh.update(**LAYOUT)
-  flags = [f"--config.num_train_steps={STEPS}", f"--config.checkpoint_every_steps={STEPS}",
-           f"--config.mesh.data={LAYOUT['data']}", f"--config.mesh.fsdp={LAYOUT['fsdp']}"]
+def start_two_processes(workdir, log_prefix, *flags) -> list:
+  """Starts main.py as 2 processes of 4 simulated devices each (localhost coordinator)."""
   port = free_port()
-  workdir = tmp_path / "two_processes"
-  processes = [start_main(workdir, tmp_path / f"process_{i}.log", *flags,
-                          f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                          f"--process_id={i}", num_devices=4) for i in range(2)]
+  return [start_main(workdir, f"{log_prefix}_{i}.log", *flags,
+                     f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                     f"--process_id={i}", num_devices=4) for i in range(2)]
 
-  train.train_and_evaluate(tiny_config, str(tmp_path / "one_process"))  # Meanwhile, here.
 
+def wait_for(processes, log_prefix) -> list[str]:
+  """Waits for the processes of `start_two_processes`; checks they succeeded; their logs."""
+  logs = []
   for i, process in enumerate(processes):
     returncode = process.wait(timeout=600)
-    log = (tmp_path / f"process_{i}.log").read_text()
-    assert returncode == 0, log[-3000:]
-    assert f"Process {i} of 2" in log and "4 local devices, 8 in all" in log
+    logs.append(open(f"{log_prefix}_{i}.log").read())
+    assert returncode == 0, logs[-1][-3000:]
+    assert f"Process {i} of 2" in logs[-1] and "4 local devices, 8 in all" in logs[-1]
+  return logs
+
+
+def test_two_processes_equal_one_process(tiny_config, tmp_path):
+  tiny_config.num_train_steps = tiny_config.checkpoint_every_steps = STEPS
+  tiny_config.num_grid_images = GRID_IMAGES
+  tiny_config.mesh.update(**LAYOUT)
+  mesh_flags = [f"--config.mesh.data={LAYOUT['data']}", f"--config.mesh.fsdp={LAYOUT['fsdp']}"]
+  workdir = tmp_path / "two_processes"
+  processes = start_two_processes(
+      workdir, tmp_path / "train", *mesh_flags, f"--config.num_train_steps={STEPS}",
+      f"--config.checkpoint_every_steps={STEPS}", f"--config.num_grid_images={GRID_IMAGES}")
+  train.train_and_evaluate(tiny_config, str(tmp_path / "one_process"))  # Meanwhile, here.
+  wait_for(processes, tmp_path / "train")
   # Only process 0 writes images and the run's config.
   assert (workdir / "config.json").exists()
   assert len(list((workdir / "restorations").glob("mask_step_*.png"))) == 2
@@ -52,3 +66,13 @@ def test_two_processes_equal_one_process(tiny_config, tmp_path):
     if "['key']['bias']" in jax.tree_util.keystr(path):  # Zero gradient: see test_sharding.
       continue
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+
+  # The viewer of that run, in 2 processes too; process 0 writes its report.
+  processes = start_two_processes(
+      workdir, tmp_path / "viewer", *mesh_flags, "--mode=restore",
+      "--config.viewer.source=dead_leaves", "--config.viewer.tasks=('mask',)",
+      f"--config.viewer.num_images={GRID_IMAGES}")
+  logs = wait_for(processes, tmp_path / "viewer")
+  assert all("PSNR in" in log for log in logs)  # Both print the table.
+  assert sorted(p.name for p in (workdir / "viewer").iterdir()) == [
+      f"mask_step_{STEPS:08d}.png", f"metrics_step_{STEPS:08d}.json"]
