@@ -22,7 +22,8 @@ def ensure_writable(workdir: str | os.PathLike) -> epath.Path:
   """Creates `workdir` if needed and writes and removes a probe file in it.
 
   The probe's name is unique, so that every process of a multi-host run can probe
-  the same folder at once. Raises OSError when the folder cannot be written.
+  the same folder at once. Raises OSError (locally) or the bucket backend's error
+  (e.g. tf.errors.PermissionDeniedError) when the folder cannot be written.
   """
   workdir = as_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """Workdirs in a bucket (gs://) and workdirs shared by the processes of a multi-host run."""
+import sys
 import threading
 
-import fsspec
+import fsspec  # pylint: disable=unused-import  # Loads fsspec.registry.
 import numpy as np
 import pytest
 from etils import epath
@@ -21,7 +22,8 @@ class FakeBucket(MemoryFileSystem):
 def fake_gcs(monkeypatch, tmp_path):
   """Routes epath's gs:// paths to an empty in-memory bucket; runs in an empty cwd."""
   monkeypatch.setattr(epath.gpath, "_is_tf_installed", lambda: False)  # Else tf.io.gfile.
-  fsspec.register_implementation("gcs", FakeBucket, clobber=True)
+  registry = sys.modules["fsspec.registry"]._registry  # pylint: disable=protected-access
+  monkeypatch.setitem(registry, "gcs", FakeBucket)  # Undone after the test.
   FakeBucket.store.clear()
   FakeBucket.pseudo_dirs[:] = [""]
   monkeypatch.chdir(tmp_path)
