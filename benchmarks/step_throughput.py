@@ -7,7 +7,9 @@ steps each, median and spread) of each method on all present devices (batch spli
 a data-parallel mesh) and prints images/s, step time, peak memory per device (XLA's
 memory analysis of the compiled step: inputs + outputs − donated + temporaries) and
 FLOPs utilization: XLA's cost-analysis FLOPs of the step (rematerialized work
-included) over the step time and the devices' dense bf16 peak. Needs no TensorFlow.
+included) over the step time and the devices' dense bf16 peak, and each method's FLOPs
+over MAE's. `--notimed` only compiles: FLOPs and memory of a step for an accelerator this
+machine lacks. Needs no TensorFlow.
 """
 import os
 import statistics
@@ -42,6 +44,8 @@ flags.DEFINE_integer("mae_decoder_width", 512, "MAE decoder width (MAE's ViT-B: 
 flags.DEFINE_integer("mae_decoder_depth", 8, "MAE decoder blocks (MAE's ViT-B: 8).")
 flags.DEFINE_integer("steps", 5, "Steps per timed run.")
 flags.DEFINE_integer("repeats", 5, "Timed runs.")
+flags.DEFINE_bool("timed", True, "Run and time the steps; --notimed only compiles them and "
+                  "reports FLOPs and XLA's memory (sizing a run without its accelerator).")
 FLAGS = flags.FLAGS
 
 # Dense bf16 peak FLOP/s per device, by jax's device_kind.
@@ -85,6 +89,10 @@ def benchmark(method: str, mesh) -> dict:
   compiled = step.lower(state, batch).compile()
   flops = unrolled_step.lower(state, batch).compile().cost_analysis().get("flops")
   memory = compiled.memory_analysis()
+  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+          - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  if not FLAGS.timed:
+    return {"step_s": None, "spread_s": None, "flops": flops, "peak_bytes": peak}
   state, metrics = compiled(state, batch)  # Warm-up.
   jax.block_until_ready(metrics)
   times = []
@@ -94,8 +102,6 @@ def benchmark(method: str, mesh) -> dict:
       state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
     times.append((time.perf_counter() - start) / FLAGS.steps)
-  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-          - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
   return {"step_s": statistics.median(times), "spread_s": max(times) - min(times),
           "flops": flops, "peak_bytes": peak}
 
@@ -110,18 +116,22 @@ def main(argv):
         f"{FLAGS.image_size}, batch {FLAGS.batch_size}, {FLAGS.dtype}, remat={FLAGS.remat}, "
         f"second_order={FLAGS.second_order}, remat_blocks={FLAGS.remat_blocks}")
   header = ("method", "step ms (median)", "spread ms", "images/s", "TFLOP/step",
-            "XLA peak GiB/device", "MFU")
-  rows = [header]
+            "FLOPs / MAE's", "XLA peak GiB/device", "MFU")
+  rows, results = [header], {}
   for method in FLAGS.methods:
-    r = benchmark(method, mesh)
+    r = results[method] = benchmark(method, mesh)
+    timed = r["step_s"] is not None
     # cost_analysis counts the FLOPs of one device's partitioned program.
-    mfu = (f"{r['flops'] / r['step_s'] / peak_flops:.1%}" if peak_flops else "n/a")
-    rows.append((method, f"{1e3 * r['step_s']:.1f}", f"{1e3 * r['spread_s']:.1f}",
-                 f"{FLAGS.batch_size / r['step_s']:.1f}",
-                 f"{r['flops'] * len(devices) / 1e12:.4g}",
-                 f"{r['peak_bytes'] / 2**30:.3g}",
-                 mfu))
+    mfu = (f"{r['flops'] / r['step_s'] / peak_flops:.1%}" if peak_flops and timed else "n/a")
+    rows.append((method, f"{1e3 * r['step_s']:.1f}" if timed else "n/a",
+                 f"{1e3 * r['spread_s']:.1f}" if timed else "n/a",
+                 f"{FLAGS.batch_size / r['step_s']:.1f}" if timed else "n/a",
+                 f"{r['flops'] * len(devices) / 1e12:.4g}", "n/a",
+                 f"{r['peak_bytes'] / 2**30:.3g}", mfu))
     print("  ".join(rows[-1]), flush=True)
+  if "mae" in results:  # The FLOP ratio bounds the step-time ratio at equal utilization.
+    rows[1:] = [row[:5] + (f"{results[row[0]]['flops'] / results['mae']['flops']:.2f}",)
+                + row[6:] for row in rows[1:]]
   widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
   print("\n" + "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows))
 

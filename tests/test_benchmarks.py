@@ -27,6 +27,20 @@ def test_step_throughput_table():
   assert float(rows["energy_k2"][4]) > 1.5 * float(rows["energy_k1"][4]) > 0
 
 
+def test_step_throughput_compile_only_reports_flops_against_mae():
+  result = run_script("step_throughput.py", "--variant=Ti/8", "--width=64", "--depth=1",
+                      "--image_size=32", "--batch_size=4", "--dtype=float32", "--notimed",
+                      "--mae_decoder_width=32", "--mae_decoder_depth=1",
+                      "--methods=energy_k1,mae")
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[-2:]}
+  assert rows["mae"][1:4] == ["n/a"] * 3  # Nothing was timed.
+  assert rows["mae"][5] == "1.00"
+  # The energy step differentiates through a full-image backward pass; MAE's encoder sees a
+  # quarter of the patches.
+  assert float(rows["energy_k1"][5]) > 2
+
+
 def test_step_memory_reports_each_config():
   result = run_script("step_memory.py", "--configs=demo", "--devices=2", "--batch_size=4",
                       "--mesh=1,2,1")
