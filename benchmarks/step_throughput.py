@@ -7,8 +7,8 @@ steps each, median and spread) of each method on all present devices (batch spli
 a data-parallel mesh) and prints images/s, step time, peak memory per device (XLA's
 memory analysis of the compiled step: inputs + outputs − donated + temporaries) and
 FLOPs utilization: XLA's cost-analysis FLOPs of the step (rematerialized work
-included) over the step time and the devices' dense bf16 peak, and each method's FLOPs
-over MAE's. `--notimed` only compiles: FLOPs and memory of a step for an accelerator this
+included) over the step time and the devices' dense bf16 peak, each method's FLOPs in
+forward passes of the ViT over all patches, and over MAE's. `--notimed` only compiles: FLOPs and memory of a step for an accelerator this
 machine lacks. Needs no TensorFlow.
 """
 import os
@@ -17,6 +17,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
@@ -24,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import common
 from ebm_vision import mesh as mesh_lib
-from ebm_vision import models, pretraining
+from ebm_vision import energy, models, pretraining
 from ebm_vision.optimizer import create_optimizer
 
 flags.DEFINE_string("variant", "B/16", "ViT size '<Ti|S|M|B|L|H>/<patch>'.")
@@ -73,6 +74,19 @@ def method_config(method: str):
   return c
 
 
+def forward_flops(mesh) -> float:
+  """FLOPs per device of one forward pass of the ViT (all patches) on the batch."""
+  config = method_config("energy_k1")
+  model = models.create_vit(config.model)
+  size = config.data.image_size
+  images = jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jnp.float32,
+                                sharding=mesh_lib.batch_sharding(mesh))
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(images.shape),
+                                             train=False))["params"]
+  forward = jax.jit(lambda p, x: energy.energy(model, p, x))
+  return forward.lower(params, images).compile().cost_analysis()["flops"]
+
+
 def benchmark(method: str, mesh) -> dict:
   """Timings, memory and FLOPs of `method`'s train step."""
   config = method_config(method)
@@ -116,8 +130,8 @@ def main(argv):
         f"{FLAGS.image_size}, batch {FLAGS.batch_size}, {FLAGS.dtype}, remat={FLAGS.remat}, "
         f"second_order={FLAGS.second_order}, remat_blocks={FLAGS.remat_blocks}")
   header = ("method", "step ms (median)", "spread ms", "images/s", "TFLOP/step",
-            "FLOPs / MAE's", "XLA peak GiB/device", "MFU")
-  rows, results = [header], {}
+            "forward passes", "FLOPs / MAE's", "XLA peak GiB/device", "MFU")
+  rows, results, forward = [header], {}, forward_flops(mesh)
   for method in FLAGS.methods:
     r = results[method] = benchmark(method, mesh)
     timed = r["step_s"] is not None
@@ -126,12 +140,13 @@ def main(argv):
     rows.append((method, f"{1e3 * r['step_s']:.1f}" if timed else "n/a",
                  f"{1e3 * r['spread_s']:.1f}" if timed else "n/a",
                  f"{FLAGS.batch_size / r['step_s']:.1f}" if timed else "n/a",
-                 f"{r['flops'] * len(devices) / 1e12:.4g}", "n/a",
+                 f"{r['flops'] * len(devices) / 1e12:.4g}",
+                 f"{r['flops'] / forward:.1f}", "n/a",
                  f"{r['peak_bytes'] / 2**30:.3g}", mfu))
     print("  ".join(rows[-1]), flush=True)
   if "mae" in results:  # The FLOP ratio bounds the step-time ratio at equal utilization.
-    rows[1:] = [row[:5] + (f"{results[row[0]]['flops'] / results['mae']['flops']:.2f}",)
-                + row[6:] for row in rows[1:]]
+    rows[1:] = [row[:6] + (f"{results[row[0]]['flops'] / results['mae']['flops']:.2f}",)
+                + row[7:] for row in rows[1:]]
   widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
   print("\n" + "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows))
 
