@@ -8,8 +8,8 @@ a data-parallel mesh) and prints images/s, step time, peak memory per device (XL
 memory analysis of the compiled step: inputs + outputs − donated + temporaries) and
 FLOPs utilization: XLA's cost-analysis FLOPs of the step (rematerialized work
 included) over the step time and the devices' dense bf16 peak, each method's FLOPs in
-forward passes of the ViT over all patches, and over MAE's. `--notimed` only compiles: FLOPs and memory of a step for an accelerator this
-machine lacks. Needs no TensorFlow.
+forward passes of the ViT over all patches, and over MAE's. `--notimed` only compiles:
+FLOPs and memory of a step for an accelerator this machine lacks. Needs no TensorFlow.
 """
 import os
 import statistics
@@ -134,13 +134,12 @@ def main(argv):
   rows, results, forward = [header], {}, forward_flops(mesh)
   for method in FLAGS.methods:
     r = results[method] = benchmark(method, mesh)
-    timed = r["step_s"] is not None
+    step_s = r["step_s"]
+    timing = ((f"{1e3 * step_s:.1f}", f"{1e3 * r['spread_s']:.1f}",
+               f"{FLAGS.batch_size / step_s:.1f}") if step_s else ("n/a",) * 3)
     # cost_analysis counts the FLOPs of one device's partitioned program.
-    mfu = (f"{r['flops'] / r['step_s'] / peak_flops:.1%}" if peak_flops and timed else "n/a")
-    rows.append((method, f"{1e3 * r['step_s']:.1f}" if timed else "n/a",
-                 f"{1e3 * r['spread_s']:.1f}" if timed else "n/a",
-                 f"{FLAGS.batch_size / r['step_s']:.1f}" if timed else "n/a",
-                 f"{r['flops'] * len(devices) / 1e12:.4g}",
+    mfu = f"{r['flops'] / step_s / peak_flops:.1%}" if peak_flops and step_s else "n/a"
+    rows.append((method, *timing, f"{r['flops'] * len(devices) / 1e12:.4g}",
                  f"{r['flops'] / forward:.1f}", "n/a",
                  f"{r['peak_bytes'] / 2**30:.3g}", mfu))
     print("  ".join(rows[-1]), flush=True)
