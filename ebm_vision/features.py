@@ -10,6 +10,7 @@ import numpy as np
 import optax
 
 from ebm_vision import pixels
+from ebm_vision.models import vit
 
 
 def make_feature_fn(model, pixel_mean, pixel_std, feature: str = "pre_logits"):
@@ -17,6 +18,29 @@ def make_feature_fn(model, pixel_mean, pixel_std, feature: str = "pre_logits"):
   def forward(params, images):
     out = model.apply({"params": params}, pixels.normalize(images, pixel_mean, pixel_std))
     return out[feature]
+  return jax.jit(forward)
+
+
+def make_block_features_fn(model, pixel_mean, pixel_std):
+  """jitted (params, uint8 images) -> [B, depth, D]: every block's output tokens, each
+  standardized over channels (LayerNorm without affine) and averaged over tokens.
+
+  The last block's row is `pre_logits` of a global-pool ViT whose final norm is the identity.
+  """
+  def is_block_call(module, method_name):
+    return isinstance(module, vit.Encoder1DBlock) and method_name == "__call__"
+
+  def forward(params, images):
+    _, state = model.apply({"params": params}, pixels.normalize(images, pixel_mean, pixel_std),
+                           capture_intermediates=is_block_call, mutable=["intermediates"])
+    blocks = state["intermediates"]["Transformer"]
+    pooled = []
+    for i in range(len(blocks)):
+      tokens = blocks[f"encoderblock_{i}"]["__call__"][0].astype(jnp.float32)
+      mean = tokens.mean(axis=-1, keepdims=True)
+      var = tokens.var(axis=-1, keepdims=True)
+      pooled.append(((tokens - mean) * jax.lax.rsqrt(var + 1e-6)).mean(axis=1))
+    return jnp.stack(pooled, axis=1)
   return jax.jit(forward)
 
 

@@ -66,6 +66,8 @@ def evaluate(config, workdir: str) -> dict[str, float]:
         train_f, train_y, test_f, test_y, num_classes, k=config.frozen.knn_k,
         temperature=config.frozen.knn_temperature)
     timings["knn_seconds"] = time.perf_counter() - start
+  if "knn" in methods and config.frozen.knn_per_block:
+    results.update(knn_per_block(config, model, params, num_classes))
   if "linear_probe" in methods:
     start = time.perf_counter()
     probe = features.fit_linear_probe(
@@ -84,6 +86,18 @@ def evaluate(config, workdir: str) -> dict[str, float]:
         {"pretrained": config.pretrained, "checkpoint_step": step, "num_train": len(train_y),
          "num_eval": len(test_y), **results, **timings}, indent=1))
   return {**results, **timings}
+
+
+def knn_per_block(config, model, params, num_classes: int) -> dict[str, float]:
+  """kNN top-1 of every block's pooled tokens: `knn/top1_block<i>`, i = 1 … depth."""
+  block_fn = features.make_block_features_fn(model, config.data.pixel_mean, config.data.pixel_std)
+  train_f, train_y = frozen_features(block_fn, params, config.data, config.data.train_split,
+                                     config.frozen.num_train_examples, config.batch_size)
+  test_f, test_y = frozen_features(block_fn, params, config.data, config.data.eval_split,
+                                   config.frozen.num_eval_examples, config.batch_size)
+  return {f"knn/top1_block{i + 1}": features.knn_accuracy(
+      train_f[:, i], train_y, test_f[:, i], test_y, num_classes, k=config.frozen.knn_k,
+      temperature=config.frozen.knn_temperature) for i in range(train_f.shape[1])}
 
 
 class KnnMonitor:

@@ -111,6 +111,27 @@ def test_frozen_evaluation_writes_knn_and_probe_results(tfds_dir, tmp_path, pret
   assert saved["checkpoint_step"] == (2 if use_checkpoint else 0)
 
 
+def test_knn_per_block(tfds_dir, tmp_path):
+  """Block features: one pooled row per block, the last one the global-pool feature of a
+  random init (its final norm is the identity); frozen eval reports kNN for each block."""
+  c = common.get_transfer_config()
+  common.tiny_model(c)
+  c.data.builder_dir, c.batch_size, c.mode = tfds_dir, 8, "knn"
+  c.frozen.knn_per_block = True
+  model, params, _ = frozen_eval.backbone(c)
+  images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), np.uint8)
+  blocks = features.make_block_features_fn(model, c.data.pixel_mean, c.data.pixel_std)(
+      params, images)
+  chex.assert_shape(blocks, (4, c.model.depth, c.model.width))
+  pooled = features.make_feature_fn(model, c.data.pixel_mean, c.data.pixel_std)(params, images)
+  np.testing.assert_allclose(blocks[:, -1], pooled, atol=1e-5)
+  assert not np.allclose(blocks[:, 0], blocks[:, -1], atol=1e-2)
+  results = frozen_eval.evaluate(c, str(tmp_path))
+  keys = {f"knn/top1_block{i}" for i in range(1, c.model.depth + 1)}
+  assert keys <= set(results) and all(0 <= results[k] <= 1 for k in keys)
+  assert "linear_probe/top1" not in results
+
+
 def test_knn_monitor_during_pretraining(tiny_config, tfds_dir, tmp_path):
   c = tiny_config
   c.data.source, c.data.builder_dir = "tfds", tfds_dir
