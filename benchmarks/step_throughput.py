@@ -131,21 +131,25 @@ def main(argv):
         f"second_order={FLAGS.second_order}, remat_blocks={FLAGS.remat_blocks}")
   header = ("method", "step ms (median)", "spread ms", "images/s", "TFLOP/step",
             "forward passes", "FLOPs / MAE's", "XLA peak GiB/device", "MFU")
-  rows, results, forward = [header], {}, forward_flops(mesh)
-  for method in FLAGS.methods:
-    r = results[method] = benchmark(method, mesh)
+  forward, results = forward_flops(mesh), {}
+
+  def row(method, mae_flops=None):
+    r = results[method]
     step_s = r["step_s"]
     timing = ((f"{1e3 * step_s:.1f}", f"{1e3 * r['spread_s']:.1f}",
                f"{FLAGS.batch_size / step_s:.1f}") if step_s else ("n/a",) * 3)
+    # The FLOP ratio bounds the step-time ratio at equal utilization.
+    vs_mae = f"{r['flops'] / mae_flops:.2f}" if mae_flops else "n/a"
     # cost_analysis counts the FLOPs of one device's partitioned program.
     mfu = f"{r['flops'] / step_s / peak_flops:.1%}" if peak_flops and step_s else "n/a"
-    rows.append((method, *timing, f"{r['flops'] * len(devices) / 1e12:.4g}",
-                 f"{r['flops'] / forward:.1f}", "n/a",
-                 f"{r['peak_bytes'] / 2**30:.3g}", mfu))
-    print("  ".join(rows[-1]), flush=True)
-  if "mae" in results:  # The FLOP ratio bounds the step-time ratio at equal utilization.
-    rows[1:] = [row[:6] + (f"{results[row[0]]['flops'] / results['mae']['flops']:.2f}",)
-                + row[7:] for row in rows[1:]]
+    return (method, *timing, f"{r['flops'] * len(devices) / 1e12:.4g}",
+            f"{r['flops'] / forward:.1f}", vs_mae, f"{r['peak_bytes'] / 2**30:.3g}", mfu)
+
+  for method in FLAGS.methods:
+    results[method] = benchmark(method, mesh)
+    print("  ".join(row(method)), flush=True)
+  mae_flops = results["mae"]["flops"] if "mae" in results else None
+  rows = [header] + [row(method, mae_flops) for method in results]
   widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
   print("\n" + "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows))
 

@@ -155,7 +155,7 @@ def get_transfer_config() -> ml_collections.ConfigDict:
   c.frozen.num_eval_examples = 0  # Eval examples; 0 = the whole split.
   c.frozen.knn_k = 20  # Neighbours that vote (cosine similarity).
   c.frozen.knn_temperature = 0.07  # Votes weigh exp(similarity / temperature).
-  c.frozen.knn_per_block = False  # Also kNN on each block's pooled tokens (knn/top1_block<i>); one more feature pass.
+  c.frozen.knn_per_block = False  # Also kNN on each block's pooled tokens (knn/top1_block<i>), from the same forward pass.
   c.frozen.probe_epochs = 90  # Epochs of the linear classifier on the fixed features (MAE: 90).
   c.frozen.probe_batch_size = 1024  # Its batch size.
   c.frozen.probe_learning_rate = 1e-3  # Its peak AdamW learning rate (cosine decay).

@@ -13,34 +13,28 @@ from ebm_vision import pixels
 from ebm_vision.models import vit
 
 
-def make_feature_fn(model, pixel_mean, pixel_std, feature: str = "pre_logits"):
-  """jitted (params, uint8 images) -> the ViT output `feature` (default: pooled, [B, D])."""
-  def forward(params, images):
-    out = model.apply({"params": params}, pixels.normalize(images, pixel_mean, pixel_std))
-    return out[feature]
-  return jax.jit(forward)
+def make_feature_fn(model, pixel_mean, pixel_std, feature: str = "pre_logits",
+                    per_block: bool = False):
+  """jitted (params, uint8 images) -> the ViT output `feature` (default: pooled, [B, D]).
 
-
-def make_block_features_fn(model, pixel_mean, pixel_std):
-  """jitted (params, uint8 images) -> [B, depth, D]: every block's output tokens, each
-  standardized over channels (LayerNorm without affine) and averaged over tokens.
-
-  The last block's row is `pre_logits` of a global-pool ViT whose final norm is the identity.
+  With `per_block`, returns (feature, blocks [B, depth, D]) from the same forward pass:
+  every block's output tokens standardized over channels (LayerNorm without affine) and
+  averaged over tokens. The last block's row is `pre_logits` of a global-pool ViT whose
+  final norm is the identity.
   """
   def is_block_call(module, method_name):
     return isinstance(module, vit.Encoder1DBlock) and method_name == "__call__"
 
   def forward(params, images):
-    _, state = model.apply({"params": params}, pixels.normalize(images, pixel_mean, pixel_std),
-                           capture_intermediates=is_block_call, mutable=["intermediates"])
+    images = pixels.normalize(images, pixel_mean, pixel_std)
+    if not per_block:
+      return model.apply({"params": params}, images)[feature]
+    out, state = model.apply({"params": params}, images,
+                             capture_intermediates=is_block_call, mutable=["intermediates"])
     blocks = state["intermediates"]["Transformer"]
-    pooled = []
-    for i in range(len(blocks)):
-      tokens = blocks[f"encoderblock_{i}"]["__call__"][0].astype(jnp.float32)
-      mean = tokens.mean(axis=-1, keepdims=True)
-      var = tokens.var(axis=-1, keepdims=True)
-      pooled.append(((tokens - mean) * jax.lax.rsqrt(var + 1e-6)).mean(axis=1))
-    return jnp.stack(pooled, axis=1)
+    pooled = [jax.nn.standardize(blocks[f"encoderblock_{i}"]["__call__"][0].astype(jnp.float32),
+                                 epsilon=1e-6).mean(axis=1) for i in range(len(blocks))]
+    return out[feature], jnp.stack(pooled, axis=1)
   return jax.jit(forward)
 
 
@@ -53,14 +47,15 @@ def extract_features(feature_fn, params, batches: Iterable[dict]) -> tuple[np.nd
       0 = padding of the last batch).
 
   Returns:
-    (features [N, D] float32, labels [N]).
+    (features [N, D] float32 (a tuple of arrays for a `per_block` feature_fn), labels [N]).
   """
   features, labels = [], []
   for batch in batches:
     keep = batch["mask"].astype(bool)
-    features.append(np.asarray(feature_fn(params, batch["image"]))[keep])
+    features.append(jax.tree.map(lambda f: np.asarray(f)[keep],  # pylint: disable=cell-var-from-loop
+                                 feature_fn(params, batch["image"])))
     labels.append(batch["label"][keep])
-  return np.concatenate(features), np.concatenate(labels)
+  return jax.tree.map(lambda *f: np.concatenate(f), *features), np.concatenate(labels)
 
 
 def knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes: int,

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -50,24 +51,30 @@ def evaluate(config, workdir: str) -> dict[str, float]:
   input_pipeline.hide_accelerators_from_tf()
   model, params, step = backbone(config)
   num_classes = input_pipeline.num_classes(config.data)
-  feature_fn = features.make_feature_fn(model, config.data.pixel_mean, config.data.pixel_std)
+  per_block = "knn" in methods and config.frozen.knn_per_block
+  feature_fn = features.make_feature_fn(model, config.data.pixel_mean, config.data.pixel_std,
+                                        per_block=per_block)
   timings, start = {}, time.perf_counter()
   train_f, train_y = frozen_features(feature_fn, params, config.data, config.data.train_split,
                                      config.frozen.num_train_examples, config.batch_size)
   test_f, test_y = frozen_features(feature_fn, params, config.data, config.data.eval_split,
                                    config.frozen.num_eval_examples, config.batch_size)
   timings["features_seconds"] = time.perf_counter() - start
+  if per_block:
+    (train_f, train_blocks), (test_f, test_blocks) = train_f, test_f
   logging.info("Features: train %s, eval %s in %.1f s", train_f.shape, test_f.shape,
                timings["features_seconds"])
   results = {}
   if "knn" in methods:
     start = time.perf_counter()
-    results["knn/top1"] = features.knn_accuracy(
-        train_f, train_y, test_f, test_y, num_classes, k=config.frozen.knn_k,
-        temperature=config.frozen.knn_temperature)
+    knn = functools.partial(features.knn_accuracy, num_classes=num_classes,
+                            k=config.frozen.knn_k, temperature=config.frozen.knn_temperature)
+    results["knn/top1"] = knn(train_f, train_y, test_f, test_y)
     timings["knn_seconds"] = time.perf_counter() - start
-  if "knn" in methods and config.frozen.knn_per_block:
-    results.update(knn_per_block(config, model, params, num_classes))
+    if per_block:  # Block i + 1's features are column i.
+      for i in range(train_blocks.shape[1]):
+        results[f"knn/top1_block{i + 1}"] = knn(train_blocks[:, i], train_y,
+                                                test_blocks[:, i], test_y)
   if "linear_probe" in methods:
     start = time.perf_counter()
     probe = features.fit_linear_probe(
@@ -86,18 +93,6 @@ def evaluate(config, workdir: str) -> dict[str, float]:
         {"pretrained": config.pretrained, "checkpoint_step": step, "num_train": len(train_y),
          "num_eval": len(test_y), **results, **timings}, indent=1))
   return {**results, **timings}
-
-
-def knn_per_block(config, model, params, num_classes: int) -> dict[str, float]:
-  """kNN top-1 of every block's pooled tokens: `knn/top1_block<i>`, i = 1 … depth."""
-  block_fn = features.make_block_features_fn(model, config.data.pixel_mean, config.data.pixel_std)
-  train_f, train_y = frozen_features(block_fn, params, config.data, config.data.train_split,
-                                     config.frozen.num_train_examples, config.batch_size)
-  test_f, test_y = frozen_features(block_fn, params, config.data, config.data.eval_split,
-                                   config.frozen.num_eval_examples, config.batch_size)
-  return {f"knn/top1_block{i + 1}": features.knn_accuracy(
-      train_f[:, i], train_y, test_f[:, i], test_y, num_classes, k=config.frozen.knn_k,
-      temperature=config.frozen.knn_temperature) for i in range(train_f.shape[1])}
 
 
 class KnnMonitor:

@@ -120,8 +120,8 @@ def test_knn_per_block(tfds_dir, tmp_path):
   c.frozen.knn_per_block = True
   model, params, _ = frozen_eval.backbone(c)
   images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), np.uint8)
-  blocks = features.make_block_features_fn(model, c.data.pixel_mean, c.data.pixel_std)(
-      params, images)
+  _, blocks = features.make_feature_fn(model, c.data.pixel_mean, c.data.pixel_std,
+                                       per_block=True)(params, images)
   chex.assert_shape(blocks, (4, c.model.depth, c.model.width))
   pooled = features.make_feature_fn(model, c.data.pixel_mean, c.data.pixel_std)(params, images)
   np.testing.assert_allclose(blocks[:, -1], pooled, atol=1e-5)
