@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from ebm_vision import mesh as mesh_lib
 from ebm_vision import models, pretraining
-from ebm_vision.optimizer import create_optimizer
+from ebm_vision.optimizer import pretraining_optimizer
 
 flags.DEFINE_list("configs", ["vit_b_mask", "vit_l_mask", "vit_h_mask"],
                   "Config files under configs/, without .py.")
@@ -41,7 +41,7 @@ def step_memory(config, devices) -> dict:
   """Bytes per device of `config`'s train step compiled for `devices`, and the mesh."""
   mesh = mesh_lib.create_mesh(config.mesh, devices)
   model = models.create_vit(config.model)
-  tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps)
+  tx, schedule = pretraining_optimizer(config)
   init, shardings, step = pretraining.sharded_train_step(model, config, tx, schedule, mesh)
   abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
   size = config.data.image_size

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import common
 from ebm_vision import mesh as mesh_lib
 from ebm_vision import energy, models, pretraining
-from ebm_vision.optimizer import create_optimizer
+from ebm_vision.optimizer import pretraining_optimizer
 
 flags.DEFINE_string("variant", "B/16", "ViT size '<Ti|S|M|B|L|H>/<patch>'.")
 flags.DEFINE_integer("width", None, "Overrides the variant's width (tiny CPU runs).")
@@ -91,7 +91,7 @@ def benchmark(method: str, mesh) -> dict:
   """Timings, memory and FLOPs of `method`'s train step."""
   config = method_config(method)
   model = models.create_vit(config.model)
-  tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps)
+  tx, schedule = pretraining_optimizer(config)
   init, shardings, step = pretraining.sharded_train_step(model, config, tx, schedule, mesh)
   state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
   size = config.data.image_size

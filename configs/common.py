@@ -34,12 +34,14 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.model.remat_blocks = False  # Recompute each block in the backward pass (less memory, ~1 more forward).
 
   c.energy = ml_collections.ConfigDict()
-  c.energy.readout = "sq_norm"  # E(x) from last-block tokens h: 'sq_norm' = ½Σ_tokens mean_channels h², 'sq_norm_pooled' = the same of the token mean.
+  c.energy.readout = "sq_norm"  # E(x) from last-block tokens h: 'sq_norm' = ½Σ_tokens mean_channels h², 'sq_norm_pooled' = the same of the token mean, 'sq_norm_residual' = the same of h − (patch + position embeddings).
 
   c.restore = ml_collections.ConfigDict()
   c.restore.num_steps = 2  # K gradient steps on the input (the paper: "as few as one").
   c.restore.init_step_size = 5.0  # Initial α of every step (softplus keeps it positive); at init ∇ₓE has rms 0.03 (B/16) to 0.09 (Ti-sized), so the first step moves pixels by 0.15–0.5 std.
   c.restore.learn_step_size = True  # Learn one α per step; False keeps init_step_size.
+  c.restore.step_size_lr_multiplier = 1.0  # Learning rate of the step sizes over the global one (one scalar under AdamW moves ≤ lr per step).
+  c.restore.step_normalization = "none"  # 'none': x − α·∇ₓE; 'rms': x − α·∇ₓE/RMS(∇ₓE) per image (α in units of the pixels' std).
   c.restore.langevin_noise_scale = 0.0  # σ of the Langevin term √(2α)·σ·ε; 0 = plain descent.
   c.restore.update_region = "corrupted"  # Pixels restoration may move: 'corrupted' or 'all'.
   c.restore.remat = "nothing_saveable"  # Remat of each restoration step: 'none', 'nothing_saveable' (flat memory in K), 'dots_saveable'.

@@ -116,6 +116,9 @@ def validate_pretraining(config, num_devices: int) -> None:
   _choice(config, "restore.update_region", energy.REGIONS)
   _choice(config, "restore.remat", energy.REMAT_POLICIES)
   _choice(config, "restore.second_order", energy.SECOND_ORDER_MODES)
+  _choice(config, "restore.step_normalization", energy.STEP_NORMALIZATIONS)
+  _check(config.restore.step_size_lr_multiplier > 0, config, "restore.step_size_lr_multiplier",
+         "must be > 0")
   _choice(config, "loss.type", energy.LOSS_TYPES)
   _choice(config, "loss.region", energy.REGIONS)
   _choice(config, "loss.steps", energy.LOSS_STEPS)

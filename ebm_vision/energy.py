@@ -23,7 +23,12 @@ from ebm_vision.patches import patchify, unpatchify
 # Both sum over tokens, so ∇ₓE per pixel does not shrink with the token count.
 # (The same on LayerNorm'd tokens is nearly constant at init, as ‖LN(h)‖² ≈ D,
 # which leaves restoration without a gradient: not offered.)
-READOUTS = ("sq_norm", "sq_norm_pooled")
+# 'sq_norm_residual' reads the same of h − z₀, what the blocks added to the patch
+# embeddings z₀ (the energy then ignores the embedding's own norm).
+READOUTS = ("sq_norm", "sq_norm_pooled", "sq_norm_residual")
+# Scale of the descent direction: 'none' steps by α·∇ₓE; 'rms' by α·∇ₓE / RMS(∇ₓE)
+# per image over the pixels that move (α is then in units of the pixels' std).
+STEP_NORMALIZATIONS = ("none", "rms")
 # name -> jax.checkpoint policy for the restoration step (None: plain autodiff).
 REMAT_POLICIES = {
     "none": None,
@@ -48,12 +53,15 @@ def energy(model: nn.Module, params, images: jnp.ndarray, *, readout: str = "sq_
   """E_θ(images) -> [batch] float32; drop path is active iff `dropout_rng` is given.
 
   readout 'sq_norm': E = ½ Σ_tokens mean_channels h²  (every token's energy);
-  readout 'sq_norm_pooled': E = ½ N · mean_channels (mean_tokens h)²  (the pooled feature's).
+  readout 'sq_norm_pooled': E = ½ N · mean_channels (mean_tokens h)²  (the pooled feature's);
+  readout 'sq_norm_residual': E = ½ Σ_tokens mean_channels (h − z₀)², z₀ the embedded patches.
   """
   train = dropout_rng is not None
   out = model.apply({"params": params}, images, train=train,
                     rngs={"dropout": dropout_rng} if train else {})
   h = out["tokens"]
+  if readout == "sq_norm_residual":
+    h = h - out["embedded"]
   if readout == "sq_norm_pooled":
     return 0.5 * h.shape[1] * jnp.mean(jnp.square(h.mean(axis=1)), axis=-1)
   return 0.5 * jnp.sum(jnp.mean(jnp.square(h), axis=-1), axis=-1)
@@ -102,10 +110,18 @@ def reverse_over_forward_input_gradient(energy_fn: EnergyFn):
   return grad_fn
 
 
+def rms_over_mask(values: jnp.ndarray, mask: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
+  """Per-image [B, 1, 1, 1] root mean square of `values` [B, H, W, C] where `mask` is 1."""
+  axes = tuple(range(1, values.ndim))
+  count = jnp.maximum(jnp.sum(jnp.broadcast_to(mask, values.shape), axes, keepdims=True), 1.)
+  return jnp.sqrt(jnp.sum(jnp.square(values) * mask, axes, keepdims=True) / count + eps)
+
+
 def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.ndarray,
             rng: jax.Array, *, update_mask: Optional[jnp.ndarray] = None,
             langevin_noise_scale: float = 0., remat: str = "nothing_saveable",
-            second_order: str = "autodiff", unroll: bool = False):
+            second_order: str = "autodiff", unroll: bool = False,
+            step_normalization: str = "none"):
   """K steps of gradient descent on the energy, starting from `corrupted`.
 
   Args:
@@ -120,6 +136,8 @@ def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.nda
     second_order: one of SECOND_ORDER_MODES (the same gradients, other memory and time).
     unroll: unroll the K steps into one straight-line program (XLA may fuse across
       steps, and its cost analysis then counts every step, not the loop body once).
+    step_normalization: one of STEP_NORMALIZATIONS; 'rms' divides each image's ∇ₓE
+      by its root mean square over the pixels that move.
 
   Returns:
     (trajectory [K, B, H, W, C] = x_1..x_K, energies [K, B] = E(x_0)..E(x_{K-1})).
@@ -133,6 +151,8 @@ def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.nda
   def step(x, inputs):
     alpha, key = inputs
     e, grad_x = grad_fn(params, x)
+    if step_normalization == "rms":
+      grad_x = grad_x / rms_over_mask(grad_x, mask)
     x = x - alpha * mask * grad_x
     if langevin_noise_scale:
       noise = jax.random.normal(key, x.shape, x.dtype)

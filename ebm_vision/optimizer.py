@@ -44,11 +44,12 @@ def layer_decay_scales(params, depth: int, decay: float):
 
 
 def create_optimizer(opt_config, global_batch_size: int, num_train_steps: int,
-                     lr_scales=None):
+                     lr_scales=None, group_lr_multipliers=None):
   """Returns (optax transformation, learning-rate schedule).
 
   `lr_scales`, a tree like the params, multiplies each parameter's update
-  (layer-wise learning-rate decay).
+  (layer-wise learning-rate decay). `group_lr_multipliers` {top-level params key:
+  factor} does the same for whole groups (e.g. {'restore': 100.} for the step sizes).
   """
   schedule = learning_rate_schedule(opt_config, global_batch_size, num_train_steps)
   parts = []
@@ -59,4 +60,14 @@ def create_optimizer(opt_config, global_batch_size: int, num_train_steps: int,
   if lr_scales is not None:
     parts.append(optax.stateless(lambda updates, _: jax.tree.map(
         lambda u, s: u * s, updates, lr_scales)))
+  if group_lr_multipliers:
+    parts.append(optax.stateless(lambda updates, _: jax.tree_util.tree_map_with_path(
+        lambda path, u: u * group_lr_multipliers.get(getattr(path[0], "key", None), 1.),
+        updates)))
   return optax.chain(*parts), schedule
+
+
+def pretraining_optimizer(config):
+  """`create_optimizer` for a pretraining config (the step sizes' own learning rate)."""
+  return create_optimizer(config.optimizer, config.batch_size, config.num_train_steps,
+                          group_lr_multipliers={"restore": config.restore.step_size_lr_multiplier})

@@ -81,7 +81,7 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: 
       efn, energy_params, corrupted.images, alphas, restore_rng,
       update_mask=update_mask, langevin_noise_scale=config.restore.langevin_noise_scale,
       remat=config.restore.remat, second_order=config.restore.second_order,
-      unroll=config.restore.unroll_steps)
+      unroll=config.restore.unroll_steps, step_normalization=config.restore.step_normalization)
   return corrupted, trajectory, energies, alphas, functools.partial(efn, energy_params)
 
 

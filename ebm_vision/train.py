@@ -17,7 +17,7 @@ from ebm_vision import checkpointing, config_validation, frozen_eval, image_grid
 from ebm_vision import mesh as mesh_lib
 from ebm_vision import partitioning, paths, preemption, pretrained, pretraining
 from ebm_vision.models import create_vit
-from ebm_vision.optimizer import create_optimizer
+from ebm_vision.optimizer import pretraining_optimizer
 
 
 def first_non_finite(first_step: int, *series: list):
@@ -97,7 +97,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # ---------------------------------------------------------- model, optimizer
   model = create_vit(config.model)
-  tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps)
+  tx, schedule = pretraining_optimizer(config)
   init, state_sharding, train_step = pretraining.sharded_train_step(model, config, tx,
                                                                     schedule, mesh)
   abstract_state = jax.eval_shape(init, jax.random.PRNGKey(config.seed))

@@ -19,7 +19,7 @@ from ebm_vision import checkpointing, config_validation, image_grid, input_pipel
 from ebm_vision import mesh as mesh_lib
 from ebm_vision import partitioning, paths, pretraining
 from ebm_vision.models import create_vit
-from ebm_vision.optimizer import create_optimizer
+from ebm_vision.optimizer import pretraining_optimizer
 from ebm_vision.train import IMAGE_KEYS, restoration_diagnostics_fn, step_metrics
 
 
@@ -59,7 +59,7 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
   mesh = mesh_lib.create_mesh(config.mesh)
   replicated = mesh_lib.replicated(mesh)
   model = create_vit(config.model)
-  tx, _ = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps)
+  tx, _ = pretraining_optimizer(config)
   abstract = jax.eval_shape(functools.partial(pretraining.init_state, model, tx, config),
                             jax.random.PRNGKey(0))
   manager = checkpointing.create_manager(workdir, config)

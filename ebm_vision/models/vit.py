@@ -156,7 +156,8 @@ class Encoder(nn.Module):
 class ViT(nn.Module):
   """ViT backbone; returns a dict of intermediate outputs.
 
-  Keys: `tokens` (last block output before the final norm, [B, N, D]),
+  Keys: `embedded` (patch + position embeddings, the first block's input, [B, N, D]),
+  `tokens` (last block output before the final norm, [B, N, D]),
   `encoded` (after `encoder_norm`), `pre_logits` (pooled, [B, D]) and, with
   `num_classes`, `logits`. Outputs are float32 when computing in bfloat16.
   """
@@ -200,7 +201,8 @@ class ViT(nn.Module):
                               self.drop_path_rate, self.dtype, self.remat_blocks,
                               name="Transformer")(x, deterministic=not train)
     out_dtype = jnp.promote_types(self.dtype, jnp.float32)
-    out = {"tokens": tokens.astype(out_dtype), "encoded": encoded.astype(out_dtype)}
+    out = {"tokens": tokens.astype(out_dtype), "encoded": encoded.astype(out_dtype),
+           "embedded": x.astype(out_dtype)}
     pooled = encoded[:, 0] if self.pool_type == "token" else encoded.mean(axis=1)
     out["pre_logits"] = pooled.astype(out_dtype)
     if self.num_classes:
