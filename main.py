@@ -11,7 +11,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ebm_vision import config_validation
+from ebm_vision.run import config_validation
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (a .py with get_config()).",
@@ -47,7 +47,11 @@ def parse_flags(argv):
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    sys.exit(f"ebm-vision: {e}")
+    message = str(e)
+    if "Traceback" in message:  # A config file that raised: its flag and its last line.
+      lines = [line for line in message.splitlines() if line.strip()]
+      message = f"{lines[0].split(': Error whilst')[0]}: {lines[-1]}"
+    sys.exit(f"ebm-vision: {message}")
   except (AttributeError, KeyError, TypeError, ValueError) as e:  # From ml_collections.
     message = str(e)
     if len(message) > 1 and message[0] == message[-1] == "'":  # A KeyError's repr.
@@ -59,7 +63,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so that --help and flag errors do not wait for JAX and TF.
-  from ebm_vision import distributed, finetune, frozen_eval, train, viewer  # pylint: disable=g-import-not-at-top
+  from ebm_vision.parallel import distributed  # pylint: disable=g-import-not-at-top
+  from ebm_vision import finetune, frozen_eval, train, viewer
   logging.get_absl_handler().addFilter(_QuietLibraries())
   try:
     distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,

@@ -5,7 +5,7 @@
 
 Each `--variant=name:field=value,field=value` pretrains the benchmark's ViT (as
 benchmarks/time_to_accuracy.py: 4 blocks × 128, batch 32) on tiny_imagenet_a from
-configs/tiny_imagenet_mask.py with those overrides, for `--steps` steps of one
+configs/tiny_imagenet.py (task mask) with those overrides, for `--steps` steps of one
 warm-up + cosine schedule, once per seed. Then it measures the held-out masked MSE
 before and after each restoration step, the step sizes and energies, and kNN /
 linear-probe top-1 on the validation split from frozen features; the variant named
@@ -24,7 +24,7 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from configs import linprobe_tiny_imagenet, tiny_imagenet_mask
+from configs import linprobe_tiny_imagenet, tiny_imagenet
 
 flags.DEFINE_string("out", None, "Output folder (one workdir per run, results.jsonl).")
 flags.DEFINE_multi_string("variant", ["base:"], "name:field=value,... ('random:' = no pretraining).")
@@ -61,7 +61,7 @@ def shrink_model(config) -> None:
 
 
 def pretraining_config(overrides: dict, seed: int):
-  config = tiny_imagenet_mask.get_config()
+  config = tiny_imagenet.get_config()
   shrink_model(config)
   config.seed = seed
   config.batch_size = FLAGS.batch_size

@@ -20,9 +20,10 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from ebm_vision import mesh as mesh_lib
-from ebm_vision import models, pretraining
-from ebm_vision.optimizer import pretraining_optimizer
+from ebm_vision import models
+from ebm_vision.objectives import train_step
+from ebm_vision.parallel import mesh as mesh_lib
+from ebm_vision.run.optimizer import pretraining_optimizer
 
 flags.DEFINE_list("configs", ["vit_b_mask", "vit_l_mask", "vit_h_mask"],
                   "Config files under configs/, without .py.")
@@ -42,7 +43,7 @@ def step_memory(config, devices) -> dict:
   mesh = mesh_lib.create_mesh(config.mesh, devices)
   model = models.create_vit(config.model)
   tx, schedule = pretraining_optimizer(config)
-  init, shardings, step = pretraining.sharded_train_step(model, config, tx, schedule, mesh)
+  init, shardings, step = train_step.sharded_train_step(model, config, tx, schedule, mesh)
   abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
   size = config.data.image_size
   batch = {"image": jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jax.numpy.uint8)}

@@ -24,9 +24,10 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import common
-from ebm_vision import mesh as mesh_lib
-from ebm_vision import energy, models, pretraining
-from ebm_vision.optimizer import pretraining_optimizer
+from ebm_vision import models
+from ebm_vision.objectives import energy, train_step
+from ebm_vision.parallel import mesh as mesh_lib
+from ebm_vision.run.optimizer import pretraining_optimizer
 
 flags.DEFINE_string("variant", "B/16", "ViT size '<Ti|S|M|B|L|H>/<patch>'.")
 flags.DEFINE_integer("width", None, "Overrides the variant's width (tiny CPU runs).")
@@ -92,14 +93,14 @@ def benchmark(method: str, mesh) -> dict:
   config = method_config(method)
   model = models.create_vit(config.model)
   tx, schedule = pretraining_optimizer(config)
-  init, shardings, step = pretraining.sharded_train_step(model, config, tx, schedule, mesh)
+  init, shardings, step = train_step.sharded_train_step(model, config, tx, schedule, mesh)
   state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
   size = config.data.image_size
   images = np.random.default_rng(0).integers(0, 256, (config.batch_size, size, size, 3), np.uint8)
   batch = {"image": jax.device_put(images, mesh_lib.batch_sharding(mesh))}
   unrolled = config.copy_and_resolve_references()
   unrolled.restore.unroll_steps = True  # XLA counts a loop body once: count every step.
-  _, _, unrolled_step = pretraining.sharded_train_step(model, unrolled, tx, schedule, mesh)
+  _, _, unrolled_step = train_step.sharded_train_step(model, unrolled, tx, schedule, mesh)
   compiled = step.lower(state, batch).compile()
   flops = unrolled_step.lower(state, batch).compile().cost_analysis().get("flops")
   memory = compiled.memory_analysis()

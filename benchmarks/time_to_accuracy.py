@@ -2,8 +2,8 @@
 
   python benchmarks/time_to_accuracy.py --out=/tmp/time_to_accuracy --budgets=60,120,240
 
-Methods: energy pretraining with masking (configs/tiny_imagenet_mask.py) and with the
-mix of tasks (tiny_imagenet_mix.py), MAE (mae_tiny_imagenet.py) and no pretraining
+Methods: energy pretraining with masking (configs/tiny_imagenet.py:task=mask) and with the
+mix of tasks (task=mix), MAE (mae_tiny_imagenet.py) and no pretraining
 (a random init). All share one ViT, batch, optimizer and learning-rate schedule. Each
 method trains once, resuming after every cumulative budget (`time_budget_seconds`: the
 clock runs after compilation), and its backbone is evaluated after each: kNN and
@@ -22,11 +22,11 @@ from absl import app, flags, logging
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from configs import linprobe_tiny_imagenet, mae_tiny_imagenet, tiny_imagenet_mask
-from configs import tiny_imagenet_mix
+from configs import linprobe_tiny_imagenet, mae_tiny_imagenet, tiny_imagenet
 
-METHODS = {"energy_mask": tiny_imagenet_mask, "energy_mix": tiny_imagenet_mix,
-           "mae": mae_tiny_imagenet, "none": None}
+METHODS = {"energy_mask": lambda: tiny_imagenet.get_config("task=mask"),
+           "energy_mix": lambda: tiny_imagenet.get_config("task=mix"),
+           "mae": mae_tiny_imagenet.get_config, "none": None}
 
 flags.DEFINE_string("out", None, "Output folder (runs, results, plot).")
 flags.DEFINE_list("budgets", ["60", "120", "240"], "Cumulative training seconds.")
@@ -52,8 +52,8 @@ def shrink_model(config) -> None:
   config.model.compute_dtype = "float32" if FLAGS.width <= 256 else "bfloat16"
 
 
-def pretraining_config(module):
-  config = module.get_config()
+def pretraining_config(get_config):
+  config = get_config()
   shrink_model(config)
   config.batch_size = FLAGS.batch_size
   config.num_train_steps = FLAGS.schedule_steps
@@ -80,7 +80,8 @@ def frozen_top1(pretrained_workdir, eval_workdir) -> dict:
 
 def run_method(name: str) -> list[dict]:
   """Trains `name` through the budgets; returns one row per budget."""
-  from ebm_vision import checkpointing, train
+  from ebm_vision.run import checkpointing
+  from ebm_vision import train
   workdir = os.path.join(FLAGS.out, name)
   if METHODS[name] is None:
     accuracy = frozen_top1(None, os.path.join(workdir, "eval"))

@@ -9,6 +9,34 @@ from ml_collections import config_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_TRAIN_IMAGES = 1_281_167
+TINY_IMAGENET_A_TRAIN_IMAGES = 50_500
+TASKS = ("mask", "sort", "sr", "denoise", "color", "mix")  # Pretext tasks a config arg may name.
+KNN_K = 20  # Neighbours that vote in every kNN evaluation (cosine similarity).
+KNN_TEMPERATURE = 0.07  # Votes weigh exp(similarity / temperature).
+
+
+def steps(epochs: float, num_images: int, batch_size: int) -> int:
+  """Optimizer steps of `epochs` passes over `num_images` at `batch_size`."""
+  return int(epochs * (num_images // batch_size))
+
+
+def parse_arg(arg, **defaults) -> ml_collections.ConfigDict:
+  """big_vision-style config argument 'key=value,key=value' over typed `defaults`.
+
+  `configs/vit_b.py:task=sort` gives get_config('task=sort'); an unknown key or a value
+  of the wrong type fails with one line naming the allowed keys.
+  """
+  values = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    if not sep or key not in defaults:
+      raise ValueError(f"config argument {item!r}: expected key=value with key in "
+                       f"{sorted(defaults)}")
+    values[key] = type(defaults[key])(value)
+  if "task" in defaults and values.task not in TASKS:
+    raise ValueError(f"config argument task={values.task!r}: must be one of {list(TASKS)}")
+  return values
 
 
 def get_pretraining_config() -> ml_collections.ConfigDict:
@@ -18,7 +46,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.method = "energy"  # Pretraining objective: 'energy' (this method) or 'mae' (the MAE baseline, configs/mae_*.py).
   c.seed = 0  # Seeds parameters, corruptions, restoration noise and data order.
   c.batch_size = 4096  # Global batch over all devices and hosts (MAE: 4096).
-  c.num_train_steps = 100 * (1_281_167 // 4096)  # 100 ImageNet epochs.
+  c.num_train_steps = steps(100, IMAGENET_TRAIN_IMAGES, c.batch_size)  # 100 ImageNet epochs.
 
   c.model = ml_collections.ConfigDict()
   c.model.variant = "B/16"  # '<Ti|S|M|B|L|H>/<patch size>', as in big_vision.
@@ -99,7 +127,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.learning_rate_per_256 = 1.5e-4  # Peak AdamW learning rate for a batch of 256, scaled linearly (MAE).
-  c.optimizer.warmup_steps = 10 * (1_281_167 // 4096)  # Linear warm-up (10 epochs), then cosine decay to 0.
+  c.optimizer.warmup_steps = steps(10, IMAGENET_TRAIN_IMAGES, c.batch_size)  # Linear warm-up (10 epochs), then cosine decay to 0.
   c.optimizer.b1 = 0.9  # AdamW β1.
   c.optimizer.b2 = 0.95  # AdamW β2 (MAE).
   c.optimizer.weight_decay = 0.05  # Decoupled weight decay on weight matrices only.
@@ -127,8 +155,8 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.knn_monitor.every_steps = 0  # 0 disables; needs a labeled TFDS source.
   c.knn_monitor.num_train_examples = 5000  # Labeled train examples in the kNN memory bank.
   c.knn_monitor.num_eval_examples = 1000  # Eval-split examples classified.
-  c.knn_monitor.k = 20  # Neighbours that vote (cosine similarity).
-  c.knn_monitor.temperature = 0.07  # Votes weigh exp(similarity / temperature).
+  c.knn_monitor.k = KNN_K  # Neighbours that vote (cosine similarity).
+  c.knn_monitor.temperature = KNN_TEMPERATURE  # Votes weigh exp(similarity / temperature).
   c.num_grid_images = 8  # Held-out images in the restoration grid.
   c.checkpoint_every_steps = 1000  # Orbax checkpoint interval.
   c.time_budget_seconds = 0.0  # Stop with a checkpoint after this much training (clock starts after compilation); 0 = no limit.
@@ -147,7 +175,6 @@ def get_transfer_config() -> ml_collections.ConfigDict:
   c.mode = "linear_probe"  # What main.py runs: 'linear_probe' / 'knn' (frozen features) or 'finetune'.
   c.pretrained = config_dict.placeholder(str)  # Pretraining workdir (its latest checkpoint) or checkpoints/<step>; None = random init.
   c.batch_size = 1024  # Global batch of feature extraction and of training.
-  c.data.eval_crop_fraction = 0.875  # Resize to size/0.875, centre-crop size (MAE's evaluation).
   c.data.crop_min_scale = 0.08  # Supervised random-resized-crop (MAE fine-tuning).
 
   c.frozen = ml_collections.ConfigDict()  # Frozen-feature evaluation.
@@ -155,8 +182,8 @@ def get_transfer_config() -> ml_collections.ConfigDict:
   c.frozen.methods = ("knn", "linear_probe")  # Which of 'knn' and 'linear_probe' to run.
   c.frozen.num_train_examples = 0  # Train examples whose features are used; 0 = the whole split.
   c.frozen.num_eval_examples = 0  # Eval examples; 0 = the whole split.
-  c.frozen.knn_k = 20  # Neighbours that vote (cosine similarity).
-  c.frozen.knn_temperature = 0.07  # Votes weigh exp(similarity / temperature).
+  c.frozen.knn_k = KNN_K  # Neighbours that vote (cosine similarity).
+  c.frozen.knn_temperature = KNN_TEMPERATURE  # Votes weigh exp(similarity / temperature).
   c.frozen.knn_per_block = False  # Also kNN on each block's pooled tokens (knn/top1_block<i>), from the same forward pass.
   c.frozen.probe_epochs = 90  # Epochs of the linear classifier on the fixed features (MAE: 90).
   c.frozen.probe_batch_size = 1024  # Its batch size.
@@ -171,9 +198,9 @@ def get_transfer_config() -> ml_collections.ConfigDict:
   c.finetune.cutmix_alpha = 1.0  # Beta(α, α) of cutmix; 0 disables.
   c.finetune.mix_switch_prob = 0.5  # Probability of cutmix rather than mixup per batch.
   c.finetune.eval_every_steps = 1000  # Top-1/top-5 on the whole eval split; best kept in best/.
-  c.num_train_steps = 100 * (1_281_167 // 1024)  # 100 epochs at batch 1024 (MAE ViT-B).
+  c.num_train_steps = steps(100, IMAGENET_TRAIN_IMAGES, c.batch_size)  # 100 epochs at batch 1024 (MAE ViT-B).
   c.optimizer.learning_rate_per_256 = 5e-4  # MAE's base learning rate for fine-tuning.
-  c.optimizer.warmup_steps = 5 * (1_281_167 // 1024)  # 5 epochs.
+  c.optimizer.warmup_steps = steps(5, IMAGENET_TRAIN_IMAGES, c.batch_size)  # 5 epochs.
   c.optimizer.b2 = 0.999  # AdamW β2 (MAE fine-tuning).
   c.optimizer.grad_clip_norm = 0.0  # MAE fine-tunes without clipping.
   return c

@@ -8,9 +8,7 @@ patch 4, 32×32 images. See README for the measured wall time and loss.
 from configs import common
 
 
-def get_config(arg=None):
-  """arg: unused; accepted for the big_vision-style 'file.py:arg' syntax."""
-  del arg
+def get_config():
   c = common.get_pretraining_config()
   c.batch_size = 32  # Small batches: ~0.45 s per step on 2 CPU cores.
   c.num_train_steps = 1000  # About 8.5 minutes in all on 2 CPU cores.

@@ -9,8 +9,7 @@ drop path 0.1, mixup 0.8 / cutmix 1.0, label smoothing 0.1, global-pool features
 from configs import common
 
 
-def get_config(arg=None):
-  del arg
+def get_config():
   c = common.get_transfer_config()
   c.mode = "finetune"  # Train the whole network with labels.
   c.model.compute_dtype = "bfloat16"  # Only used for a random-init baseline (no --config.pretrained).

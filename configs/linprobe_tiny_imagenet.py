@@ -8,13 +8,12 @@ are extracted once; a kNN classifier and a linear classifier on standardized
 features are fitted on them. Without --config.pretrained it evaluates a random
 init of config.model. Results in README ("Transfer").
 """
-from configs import common, tiny_imagenet_mask
+from configs import common, tiny_imagenet
 
 
-def get_config(arg=None):
-  del arg
+def get_config():
   c = common.get_transfer_config()
-  pretrain = tiny_imagenet_mask.get_config()
+  pretrain = tiny_imagenet.get_config()
   c.model, c.data = pretrain.model, pretrain.data  # Same architecture and data set.
   c.mode = "linear_probe"  # kNN and linear probe on frozen features.
   c.batch_size = 512  # Feature-extraction batch.

@@ -10,8 +10,7 @@ on standardized features (MAE's BatchNorm without affine; AdamW, 90 epochs) are 
 from configs import common
 
 
-def get_config(arg=None):
-  del arg
+def get_config():
   c = common.get_transfer_config()
   c.mode = "linear_probe"  # kNN and linear probe on frozen features.
   c.frozen.probe_batch_size = 16384  # MAE's linear-probe batch.

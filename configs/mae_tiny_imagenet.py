@@ -1,16 +1,16 @@
 """MAE baseline on `tiny_imagenet_a` (64×64), ViT-Ti/8: the counterpart of
-configs/tiny_imagenet_mask.py with the objective changed, and nothing else.
+configs/tiny_imagenet.py with the objective changed, and nothing else.
 
   python main.py --config=configs/mae_tiny_imagenet.py --workdir=$WORKDIR
 
 The decoder is scaled down with the encoder (4 blocks of width 128), as MAE's
 ViT-B decoder is about a tenth of the encoder's compute.
 """
-from configs import tiny_imagenet_mask
+from configs import tiny_imagenet
 
 
-def get_config(arg=None):
-  c = tiny_imagenet_mask.get_config(arg)
+def get_config():
+  c = tiny_imagenet.get_config()
   c.method = "mae"  # The MAE objective; the mask ratio is corruption.mask.ratio (0.75).
   c.mae.decoder_width = 128  # Decoder width.
   c.mae.decoder_depth = 4  # Decoder blocks.

@@ -8,13 +8,13 @@ image (patch 14). XLA's estimate of the second-order step is about 2.8 GiB per i
 per device (README "Scaling out"), so the 4096 batch wants ~256 devices with ≥ 64 GiB
 each (16 images per device: a v5p-512 slice, or 32 nodes of 8 H100s); on fewer devices
 lower --config.batch_size (the learning rate follows it linearly). Everything else as
-configs/vit_b_mask.py.
+configs/vit_b.py.
 """
-from configs import vit_b_mask
+from configs import vit_b
 
 
-def get_config(arg=None):
-  c = vit_b_mask.get_config(arg)
+def get_config():
+  c = vit_b.get_config()
   c.model.variant = "H/14"  # 632M parameters, 32 blocks of width 1280.
   c.mesh.data = 1  # No pure data-parallel replicas...
   c.mesh.fsdp = -1  # ...every device holds 1/n of the weights and moments and of the batch.

@@ -8,13 +8,13 @@ step is memory-hungry: XLA's estimate is about 1.2 GiB per image per device (REA
 "Scaling out"), so the 4096 batch wants ~128 devices with ≥ 48 GiB each (32 images
 per device: a v5p-256 slice, or 16 nodes of 8 H100s); on fewer devices lower
 --config.batch_size (the learning rate follows it linearly). Everything else as
-configs/vit_b_mask.py.
+configs/vit_b.py.
 """
-from configs import vit_b_mask
+from configs import vit_b
 
 
-def get_config(arg=None):
-  c = vit_b_mask.get_config(arg)
+def get_config():
+  c = vit_b.get_config()
   c.model.variant = "L/16"  # 304M parameters, 24 blocks of width 1024.
   c.mesh.data = 1  # No pure data-parallel replicas...
   c.mesh.fsdp = -1  # ...every device holds 1/n of the weights and moments and of the batch.

@@ -15,26 +15,9 @@ import jax
 from absl import logging
 from clu import metric_writers
 
-from ebm_vision import config_validation, features, input_pipeline, paths, pretrained
-from ebm_vision.models import create_vit
-
-
-def backbone(config, num_classes=None, drop_path_rate=None):
-  """(model, params, step) from `config.pretrained`, or a random init of `config.model`."""
-  if config.pretrained:
-    model, params = pretrained.load_pretrained(
-        config.pretrained, image_size=config.data.image_size, num_classes=num_classes,
-        drop_path_rate=drop_path_rate, pool_type=config.model.pool_type,
-        rng=jax.random.PRNGKey(config.seed))
-    return model, params, pretrained.checkpoint_step(config.pretrained)
-  model_config = config.model.copy_and_resolve_references()
-  if drop_path_rate is not None:
-    model_config.drop_path_rate = drop_path_rate
-  model = create_vit(model_config, num_classes=num_classes)
-  size = config.data.image_size
-  params = model.init(jax.random.PRNGKey(config.seed),
-                      jax.numpy.zeros((1, size, size, 3)))["params"]
-  return model, params, 0
+from ebm_vision.data import input_pipeline
+from ebm_vision.run import config_validation, paths
+from ebm_vision.transfer import features, pretrained
 
 
 def frozen_features(feature_fn, params, data_config, split: str, num_examples, batch_size: int):
@@ -49,7 +32,7 @@ def evaluate(config, workdir: str) -> dict[str, float]:
   config_validation.check_workdir(workdir)
   methods = ("knn",) if config.mode == "knn" else tuple(config.frozen.methods)
   input_pipeline.hide_accelerators_from_tf()
-  model, params, step = backbone(config)
+  model, params, step = pretrained.backbone(config)
   num_classes = input_pipeline.num_classes(config.data)
   per_block = "knn" in methods and config.frozen.knn_per_block
   feature_fn = features.make_feature_fn(model, config.data.pixel_mean, config.data.pixel_std,
@@ -94,24 +77,3 @@ def evaluate(config, workdir: str) -> dict[str, float]:
          "num_eval": len(test_y), **results, **timings}, indent=1))
   return {**results, **timings}
 
-
-class KnnMonitor:
-  """kNN top-1 of the backbone on a fixed labeled subset, for use during pretraining."""
-
-  def __init__(self, config, model):
-    knn = config.knn_monitor
-    size = min(config.batch_size, 256)
-    self._train = list(input_pipeline.labeled_batches(
-        config.data, config.data.train_split, size, knn.num_train_examples))
-    self._eval = list(input_pipeline.labeled_batches(
-        config.data, config.data.eval_split, size, knn.num_eval_examples))
-    self._num_classes = input_pipeline.num_classes(config.data)
-    self._feature_fn = features.make_feature_fn(model, config.data.pixel_mean,
-                                                config.data.pixel_std)
-    self._k, self._temperature = knn.k, knn.temperature
-
-  def __call__(self, model_params) -> float:
-    train_f, train_y = features.extract_features(self._feature_fn, model_params, self._train)
-    eval_f, eval_y = features.extract_features(self._feature_fn, model_params, self._eval)
-    return features.knn_accuracy(train_f, train_y, eval_f, eval_y, self._num_classes,
-                                 k=self._k, temperature=self._temperature)

@@ -15,12 +15,13 @@ import json
 import jax
 from absl import logging
 
-from ebm_vision import checkpointing, config_validation, image_grid, input_pipeline
-from ebm_vision import mesh as mesh_lib
-from ebm_vision import partitioning, paths, pretraining
+from ebm_vision.data import input_pipeline
 from ebm_vision.models import create_vit
-from ebm_vision.optimizer import pretraining_optimizer
-from ebm_vision.train import IMAGE_KEYS, restoration_diagnostics_fn, step_metrics
+from ebm_vision.objectives import train_step
+from ebm_vision.parallel import mesh as mesh_lib
+from ebm_vision.parallel import partitioning
+from ebm_vision.run import checkpointing, config_validation, image_grid, paths, restorations
+from ebm_vision.run.optimizer import pretraining_optimizer
 
 
 def viewer_data_config(config):
@@ -60,7 +61,7 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
   replicated = mesh_lib.replicated(mesh)
   model = create_vit(config.model)
   tx, _ = pretraining_optimizer(config)
-  abstract = jax.eval_shape(functools.partial(pretraining.init_state, model, tx, config),
+  abstract = jax.eval_shape(functools.partial(train_step.init_state, model, tx, config),
                             jax.random.PRNGKey(0))
   manager = checkpointing.create_manager(workdir, config)
   state = checkpointing.restore_latest(
@@ -75,15 +76,12 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
   is_chief = jax.process_index() == 0  # Every process computes; process 0 writes.
   report = {}
   for task in config.viewer.tasks:
-    diagnose = restoration_diagnostics_fn(model, config, task, mesh)
+    diagnose = restorations.diagnostics_fn(model, config, task, mesh)
     diag = jax.device_get(diagnose(state["params"], images, jax.random.PRNGKey(config.seed + 1)))
-    shown = {k: v[:config.viewer.num_grid_images] if k != "trajectory"
-             else v[:, :config.viewer.num_grid_images] for k, v in diag.items() if k in IMAGE_KEYS}
     if is_chief:
       image_grid.save_png(out_dir / f"{task}_step_{step:08d}.png",
-                          image_grid.restoration_grid(shown, config.data.pixel_mean,
-                                                      config.data.pixel_std))
-    report[task] = step_metrics({k: v for k, v in diag.items() if k not in IMAGE_KEYS})
+                          restorations.grid(diag, config, config.viewer.num_grid_images))
+    report[task] = restorations.scalars(diag)
   if is_chief:
     (out_dir / f"metrics_step_{step:08d}.json").write_text(json.dumps(report, indent=1))
     logging.info("Wrote the restorations of step %d to %s", step, out_dir)

@@ -4,7 +4,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from subprocesses import REPO
+
+pytestmark = pytest.mark.slow  # End-to-end runs.
 
 
 def run_script(name, *flags):

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from configs import common
-from ebm_vision import finetune, mixup
-from ebm_vision.optimizer import create_optimizer, layer_decay_scales
+from ebm_vision import finetune
+from ebm_vision.data import mixup
+from ebm_vision.run.optimizer import create_optimizer, layer_decay_scales
 
 
 def test_smoothed_targets_sum_to_one():
@@ -58,6 +59,7 @@ def test_layer_decay_scales_and_their_effect():
   np.testing.assert_allclose(ratio, 0.125, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_finetuning_runs_evaluates_and_keeps_the_best(tfds_dir, tmp_path, pretrained_workdir):
   c = common.get_transfer_config()
   common.tiny_model(c)
@@ -88,6 +90,7 @@ def test_folded_standardization_gives_the_probe_logits():
                              rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_trained_linear_probe_changes_only_the_head(tfds_dir, tmp_path, pretrained_workdir):
   c = common.get_transfer_config()
   common.tiny_model(c)

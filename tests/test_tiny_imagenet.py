@@ -10,13 +10,13 @@ from configs import common
 from conftest import SHARED_TFDS
 from ebm_vision import train
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not os.path.isdir(os.path.join(SHARED_TFDS, "tiny_imagenet_a")),
-    reason="../shared/data/tfds/tiny_imagenet_a is absent")
+    reason="../shared/data/tfds/tiny_imagenet_a is absent")]
 
 
 def test_a_few_steps_on_tiny_imagenet(tmp_path):
-  path = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny_imagenet_mask.py")
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny_imagenet.py")
   c = config_flags.config_flags._LoadConfigModule("c", path).get_config()  # pylint: disable=protected-access
   common.tiny_model(c, width=64, depth=2, patch_size=8)
   c.data.data_dir = SHARED_TFDS

@@ -7,7 +7,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from ebm_vision import corruptions, input_pipeline, train
+from ebm_vision import train
+from ebm_vision.data import input_pipeline
+from ebm_vision.objectives import corruptions
+
+pytestmark = pytest.mark.slow  # End-to-end runs.
 
 
 def saved_params(workdir, step):

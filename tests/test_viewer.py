@@ -5,7 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from ebm_vision import corruptions, train, viewer
+from ebm_vision import train, viewer
+from ebm_vision.objectives import corruptions
+
+pytestmark = pytest.mark.slow  # End-to-end runs.
 
 
 def test_viewer_writes_a_grid_and_metrics_for_every_task(tiny_config, tmp_path, tfds_dir):

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ebm_vision import partitioning
+from ebm_vision.parallel import partitioning
 
 # name: (width, depth, mlp_dim, num_heads), as in ViT / big_vision.
 VARIANTS = {

@@ -1,0 +1,215 @@
+"""Energy, restoration by gradient descent on the input, and the restoration loss.
+
+    E_θ(x)            forward pass of the ViT, read out as a scalar per image
+    x_{k+1} = x_k − α_k · m ⊙ ∇ₓE_θ(x_k) [+ √(2α_k)·σ·ε]      backward pass, k < K
+    L(θ, α) = Σ_k d(x_k, x_clean) over the corrupted region
+
+The parameter gradient of L flows through ∇ₓE (second-order autodiff): nothing
+here stops gradients.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from ebm_vision.data.patches import patchify, unpatchify
+
+# Energy read-outs of the last block's tokens h [B, N, D] (before the final norm).
+# Both sum over tokens, so ∇ₓE per pixel does not shrink with the token count.
+# (The same on LayerNorm'd tokens is nearly constant at init, as ‖LN(h)‖² ≈ D,
+# which leaves restoration without a gradient: not offered.)
+# 'sq_norm_residual' reads the same of h − z₀, what the blocks added to the patch
+# embeddings z₀ (the energy then ignores the embedding's own norm).
+READOUTS = ("sq_norm", "sq_norm_pooled", "sq_norm_residual")
+# Scale of the descent direction: 'none' steps by α·∇ₓE; 'rms' by α·∇ₓE / RMS(∇ₓE)
+# per image over the pixels that move (α is then in units of the pixels' std).
+STEP_NORMALIZATIONS = ("none", "rms")
+# name -> jax.checkpoint policy for the restoration step (None: plain autodiff).
+REMAT_POLICIES = {
+    "none": None,
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+LOSS_TYPES = ("mse", "smooth_l1")
+REGIONS = ("corrupted", "all")
+LOSS_STEPS = ("all", "last")
+
+# How the parameter gradient goes through ∇ₓE: 'autodiff' differentiates the VJP that
+# computed it; 'reverse_over_forward' is a custom VJP that recomputes, from (θ, x) alone,
+# the reverse-mode gradient of the directional derivative jvp_x E(θ, x)[r].
+SECOND_ORDER_MODES = ("autodiff", "reverse_over_forward")
+
+# energy_fn(params, images [B, H, W, C]) -> energies [B].
+EnergyFn = Callable[[Any, jnp.ndarray], jnp.ndarray]
+
+
+def energy(model: nn.Module, params, images: jnp.ndarray, *, readout: str = "sq_norm",
+           dropout_rng: Optional[jax.Array] = None) -> jnp.ndarray:
+  """E_θ(images) -> [batch] float32; drop path is active iff `dropout_rng` is given.
+
+  readout 'sq_norm': E = ½ Σ_tokens mean_channels h²  (every token's energy);
+  readout 'sq_norm_pooled': E = ½ N · mean_channels (mean_tokens h)²  (the pooled feature's);
+  readout 'sq_norm_residual': E = ½ Σ_tokens mean_channels (h − z₀)², z₀ the embedded patches.
+  """
+  train = dropout_rng is not None
+  out = model.apply({"params": params}, images, train=train,
+                    rngs={"dropout": dropout_rng} if train else {})
+  h = out["tokens"]
+  if readout == "sq_norm_residual":
+    h = h - out["embedded"]
+  if readout == "sq_norm_pooled":
+    return 0.5 * h.shape[1] * jnp.mean(jnp.square(h.mean(axis=1)), axis=-1)
+  return 0.5 * jnp.sum(jnp.mean(jnp.square(h), axis=-1), axis=-1)
+
+
+def step_sizes(raw_step_size: jnp.ndarray) -> jnp.ndarray:
+  """Positive step sizes α_k = softplus(raw_k)."""
+  return jax.nn.softplus(raw_step_size)
+
+
+def raw_step_size_init(step_size: float, num_steps: int) -> jnp.ndarray:
+  """Inverse of `step_sizes` for a constant initial step size."""
+  return jnp.full((num_steps,), jnp.log(jnp.expm1(step_size)), jnp.float32)
+
+
+def input_gradient(energy_fn: EnergyFn, params, images: jnp.ndarray):
+  """(E(images) [B], ∇ₓ Σ_b E(images)_b), by plain autodiff."""
+  e, vjp = jax.vjp(lambda x: energy_fn(params, x), images)
+  return e, vjp(jnp.ones_like(e))[0]
+
+
+def reverse_over_forward_input_gradient(energy_fn: EnergyFn):
+  """`input_gradient` with a custom VJP that keeps only (θ, x) from the forward pass.
+
+  For cotangents (ē, r) of (E, ∇ₓE), the VJP is the gradient over (θ, x) of
+  ⟨E, ē⟩ + jvp_x E(θ, x)[r] (reverse over forward): the forward-mode directional
+  derivative replaces the stored backward graph of ∇ₓE.
+  """
+  @jax.custom_vjp
+  def grad_fn(params, images):
+    return input_gradient(energy_fn, params, images)
+
+  def fwd(params, images):
+    return grad_fn(params, images), (params, images)
+
+  def bwd(residuals, cotangents):
+    params, images = residuals
+    e_bar, r = cotangents
+
+    def directional(p, x):
+      e, de = jax.jvp(lambda x: energy_fn(p, x), (x,), (r,))
+      return jnp.vdot(e, e_bar) + jnp.sum(de)
+    return jax.grad(directional, argnums=(0, 1))(params, images)
+
+  grad_fn.defvjp(fwd, bwd)
+  return grad_fn
+
+
+def rms_over_mask(values: jnp.ndarray, mask: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
+  """Per-image [B, 1, 1, 1] root mean square of `values` [B, H, W, C] where `mask` is 1."""
+  axes = tuple(range(1, values.ndim))
+  count = jnp.maximum(jnp.sum(jnp.broadcast_to(mask, values.shape), axes, keepdims=True), 1.)
+  return jnp.sqrt(jnp.sum(jnp.square(values) * mask, axes, keepdims=True) / count + eps)
+
+
+def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.ndarray,
+            rng: jax.Array, *, update_mask: Optional[jnp.ndarray] = None,
+            langevin_noise_scale: float = 0., remat: str = "nothing_saveable",
+            second_order: str = "autodiff", unroll: bool = False,
+            step_normalization: str = "none"):
+  """K steps of gradient descent on the energy, starting from `corrupted`.
+
+  Args:
+    energy_fn: (params, images [B, H, W, C]) -> energies [B].
+    params: its parameters.
+    corrupted: starting images x_0.
+    alphas: [K] step sizes; K is the number of steps.
+    rng: key for Langevin noise (unused when `langevin_noise_scale` is 0).
+    update_mask: [B, H, W, 1] in {0, 1}; only pixels where it is 1 move.
+    langevin_noise_scale: σ of the Langevin term √(2α)·σ·ε; 0 for plain descent.
+    remat: a key of REMAT_POLICIES; rematerializes each step so memory stays flat in K.
+    second_order: one of SECOND_ORDER_MODES (the same gradients, other memory and time).
+    unroll: unroll the K steps into one straight-line program (XLA may fuse across
+      steps, and its cost analysis then counts every step, not the loop body once).
+    step_normalization: one of STEP_NORMALIZATIONS; 'rms' divides each image's ∇ₓE
+      by its root mean square over the pixels that move.
+
+  Returns:
+    (trajectory [K, B, H, W, C] = x_1..x_K, energies [K, B] = E(x_0)..E(x_{K-1})).
+  """
+  mask = jnp.ones_like(corrupted[..., :1]) if update_mask is None else update_mask
+  if second_order == "reverse_over_forward":
+    grad_fn = reverse_over_forward_input_gradient(energy_fn)
+  else:
+    grad_fn = functools.partial(input_gradient, energy_fn)
+
+  def step(x, inputs):
+    alpha, key = inputs
+    e, grad_x = grad_fn(params, x)
+    if step_normalization == "rms":
+      grad_x = grad_x / rms_over_mask(grad_x, mask)
+    x = x - alpha * mask * grad_x
+    if langevin_noise_scale:
+      noise = jax.random.normal(key, x.shape, x.dtype)
+      x = x + jnp.sqrt(2. * alpha) * langevin_noise_scale * mask * noise
+    return x, (x, e)
+
+  if REMAT_POLICIES[remat] is not None:
+    step = jax.checkpoint(step, policy=REMAT_POLICIES[remat])
+  keys = jax.random.split(rng, alphas.shape[0])
+  _, (trajectory, energies) = jax.lax.scan(step, corrupted, (alphas, keys), unroll=unroll)
+  return trajectory, energies
+
+
+def patch_normalizer(clean: jnp.ndarray, patch_size: int, eps: float = 1e-6):
+  """Returns f(images) = (images − μ_patch) / σ_patch with the statistics of `clean`.
+
+  This is MAE's normalized-pixel target applied to both sides of the loss: the
+  error of each patch is measured in units of that clean patch's contrast.
+  """
+  patches = patchify(clean, patch_size)
+  mean = patches.mean(-1, keepdims=True)
+  std = jnp.sqrt(patches.var(-1, keepdims=True) + eps)
+  return lambda x: unpatchify((patchify(x, patch_size) - mean) / std, clean.shape, patch_size)
+
+
+def restoration_loss(trajectory: jnp.ndarray, clean: jnp.ndarray,
+                     region: jnp.ndarray, *, loss_type: str = "mse",
+                     steps: str = "all", patch_size: Optional[int] = None):
+  """Distance between restored images and the clean one, averaged over `region`.
+
+  Args:
+    trajectory: [K, B, H, W, C] restored images after each step.
+    clean: [B, H, W, C].
+    region: [B, H, W, 1] weights (1 where the loss counts).
+    loss_type: 'mse' (squared error) or 'smooth_l1' (Huber, β = 1).
+    steps: 'all' averages the loss over the K steps, 'last' uses only x_K.
+    patch_size: if given, per-patch normalized targets (see `patch_normalizer`).
+
+  Returns:
+    (loss scalar, per-step losses [K]).
+  """
+  if patch_size:
+    normalize = jax.vmap(patch_normalizer(clean, patch_size))
+    trajectory, clean = normalize(trajectory), normalize(clean[None])[0]
+  diff = trajectory - clean[None]
+  err = jnp.square(diff) if loss_type == "mse" else optax.huber_loss(diff, delta=1.)
+  denom = jnp.maximum(region.sum() * clean.shape[-1], 1.)
+  per_step = (err * region[None]).sum(axis=(1, 2, 3, 4)) / denom
+  loss = per_step.mean() if steps == "all" else per_step[-1]
+  return loss, per_step
+
+
+def energy_ranking_loss(clean_energy: jnp.ndarray, other_energies: jnp.ndarray,
+                        scale: float = 1.) -> jnp.ndarray:
+  """mean softplus((E(clean) − E(x)) / scale) over the images x of `other_energies` [M, B].
+
+  A logistic ranking term: zero-ish when the clean image has the lowest energy
+  of its corrupted and restored versions, linear in the violation otherwise.
+  """
+  return jnp.mean(jax.nn.softplus((clean_energy[None] - other_energies) / scale))

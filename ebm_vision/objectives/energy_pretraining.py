@@ -1,0 +1,108 @@
+"""The energy objective (config.method='energy'): corrupt, restore by descent on E, compare.
+
+Parameters: {'model': ViT params, 'restore': {'raw_step_size': [K]}}. The objective's
+interface, shared with `mae`: `init_params`, `loss`, `diagnostics`.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ebm_vision.data import pixels
+from ebm_vision.objectives import corruptions, energy, image_metrics
+
+
+def init_params(model: nn.Module, config, rng: jax.Array) -> dict:
+  """Initial ViT parameters and restoration step sizes."""
+  size = config.data.image_size
+  model_params = model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)["params"]
+  raw = energy.raw_step_size_init(config.restore.init_step_size, config.restore.num_steps)
+  return {"model": model_params, "restore": {"raw_step_size": raw}}
+
+
+def energy_fn(model: nn.Module, config, dropout_rng: Optional[jax.Array] = None):
+  """(ViT params, images) -> energies [B]; drop path is active iff `dropout_rng` is given."""
+  return functools.partial(energy.energy, model, readout=config.energy.readout,
+                           dropout_rng=dropout_rng)
+
+
+def image_spec(model: nn.Module, config) -> corruptions.ImageSpec:
+  """Patch size and pixel normalization, as the corruptions need them."""
+  return corruptions.ImageSpec(model.patch_size, tuple(config.data.pixel_mean),
+                               tuple(config.data.pixel_std))
+
+
+class Restoration(NamedTuple):
+  """A corrupted batch and its restoration."""
+  corrupted: corruptions.Corrupted  # x_0 and the corrupted region.
+  trajectory: jnp.ndarray  # [K, B, H, W, C]: x_1 .. x_K.
+  energies: jnp.ndarray  # [K, B]: E(x_0) .. E(x_{K-1}).
+  step_sizes: jnp.ndarray  # [K]: α_1 .. α_K.
+  energy: Callable[[jnp.ndarray], jnp.ndarray]  # images -> E [B], with the same parameters.
+
+
+def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: bool,
+                        corruption_config=None) -> Restoration:
+  """Corrupts normalized `clean` with `corruption_config` (default: the pretext task) and
+  restores it by `config.restore.num_steps` steps of descent on the energy."""
+  corrupt_rng, restore_rng, dropout_rng = jax.random.split(rng, 3)
+  corrupted = corruptions.corrupt(clean, corrupt_rng, corruption_config or config.corruption,
+                                  image_spec(model, config))
+  raw = params["restore"]["raw_step_size"]
+  if not config.restore.learn_step_size:
+    raw = jax.lax.stop_gradient(raw)
+  alphas = energy.step_sizes(raw)
+  efn = energy_fn(model, config, dropout_rng if train else None)
+  r = config.restore
+  trajectory, energies = energy.restore(
+      efn, params["model"], corrupted.images, alphas, restore_rng,
+      update_mask=corrupted.region if r.update_region == "corrupted" else None,
+      langevin_noise_scale=r.langevin_noise_scale, remat=r.remat, second_order=r.second_order,
+      unroll=r.unroll_steps, step_normalization=r.step_normalization)
+  return Restoration(corrupted, trajectory, energies, alphas,
+                     functools.partial(efn, params["model"]))
+
+
+def loss(params, clean, rng, *, model: nn.Module, config):
+  """Restoration loss of a batch of normalized clean images, with metrics.
+
+  With `loss.energy_ranking_weight` > 0 it adds the ranking term of
+  `energy.energy_ranking_loss`: the clean image must have lower energy than the
+  corrupted one and every restored one.
+  """
+  r = corrupt_and_restore(model, config, params, clean, rng, train=True)
+  region = r.corrupted.region if config.loss.region == "corrupted" else jnp.ones_like(
+      r.corrupted.region)
+  total, per_step = energy.restoration_loss(
+      r.trajectory, clean, region, loss_type=config.loss.type, steps=config.loss.steps,
+      patch_size=model.patch_size if config.loss.norm_pix else None)
+  aux = {"loss_per_step": per_step, "step_size": r.step_sizes,
+         "energy_per_step": r.energies.mean(axis=1)}
+  if config.loss.energy_ranking_weight:
+    num_tokens = (clean.shape[1] // model.patch_size) * (clean.shape[2] // model.patch_size)
+    others = jnp.concatenate([r.energies, r.energy(r.trajectory[-1])[None]])  # x_0 .. x_K.
+    ranking = energy.energy_ranking_loss(r.energy(clean), others, scale=num_tokens)
+    total = total + config.loss.energy_ranking_weight * ranking
+    aux["energy_ranking"] = ranking
+  return total, aux
+
+
+def diagnostics(params, images, rng, *, model: nn.Module, config,
+                corruption_config=None) -> dict[str, Any]:
+  """Corrupts and restores uint8 `images` without drop path and measures the result.
+
+  Returns the images and metrics of `image_metrics.restoration_metrics`, and the batch
+  mean energies `energy_clean`, `energy_corrupted` and `energy_restored` [K].
+  """
+  clean = pixels.normalize(images, config.data.pixel_mean, config.data.pixel_std)
+  r = corrupt_and_restore(model, config, params, clean, rng, train=False,
+                          corruption_config=corruption_config)
+  return {**image_metrics.restoration_metrics(
+              clean, r.corrupted.images, r.corrupted.region, r.trajectory,
+              config.data.pixel_mean, config.data.pixel_std),
+          "energy_clean": r.energy(clean).mean(), "energy_corrupted": r.energies[0].mean(),
+          "energy_restored": jax.vmap(lambda x: r.energy(x).mean())(r.trajectory)}

@@ -1,0 +1,71 @@
+"""The pretraining step of any objective, picked by `config.method` from `OBJECTIVES`.
+
+An objective is a module with `init_params(model, config, rng)`, `loss(params, clean, rng,
+*, model, config) -> (loss, metrics)` and `diagnostics(params, uint8 images, rng, *, model,
+config, corruption_config=None)`. The train state is a plain dict {'step', 'params',
+'opt_state', 'rng'}; randomness of step t comes from fold_in(state['rng'], t), so a
+resumed run draws the same corruptions and noise as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from ebm_vision.data import pixels
+from ebm_vision.objectives import energy_pretraining, mae
+from ebm_vision.parallel import mesh as mesh_lib
+from ebm_vision.parallel import partitioning
+
+OBJECTIVES = {"energy": energy_pretraining, "mae": mae}
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, config,
+               rng: jax.Array) -> dict:
+  """The full train state at step 0."""
+  init_rng, state_rng = jax.random.split(rng)
+  params = OBJECTIVES[config.method].init_params(model, config, init_rng)
+  return {"step": jnp.zeros((), jnp.int32), "params": params,
+          "opt_state": tx.init(params), "rng": state_rng}
+
+
+def train_step(state: dict, batch: dict, *, model: nn.Module, config,
+               tx: optax.GradientTransformation, schedule) -> tuple[dict, dict]:
+  """One optimizer step on a batch {'image': uint8 [B, H, W, 3]}."""
+  step_rng = jax.random.fold_in(state["rng"], state["step"])
+  clean = pixels.normalize(batch["image"], config.data.pixel_mean, config.data.pixel_std)
+  loss_fn = functools.partial(OBJECTIVES[config.method].loss, model=model, config=config)
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state["params"], clean, step_rng)
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+             "param_norm": optax.global_norm(params["model"]),
+             "learning_rate": schedule(state["step"]), **aux}
+  return {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+
+
+def sharded_train_step(model: nn.Module, config, tx: optax.GradientTransformation, schedule,
+                       mesh):
+  """(init, state shardings, jitted train step) of `config` on `mesh`.
+
+  `init(rng)` builds the state; the state is laid out by `partitioning`'s rules and
+  donated, the batch is split over data×fsdp, the metrics are replicated.
+  """
+  init = functools.partial(init_state, model, tx, config)
+  shardings = partitioning.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), tx,
+                                           mesh)
+  step = partitioning.jit(
+      functools.partial(train_step, model=model, config=config, tx=tx, schedule=schedule), mesh,
+      in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
+      out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+  return init, shardings, step
+
+
+def diagnostics(params, images, rng, *, model: nn.Module, config, corruption_config=None):
+  """The objective's restoration diagnostics of uint8 `images` (see `image_metrics`)."""
+  return OBJECTIVES[config.method].diagnostics(params, images, rng, model=model, config=config,
+                                               corruption_config=corruption_config)

@@ -1,0 +1,307 @@
+"""Energy, restoration and the second-order restoration loss."""
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ebm_vision import models
+from ebm_vision.models import vit
+from ebm_vision.objectives import energy, energy_pretraining, train_step
+
+
+@pytest.mark.parametrize("readout", energy.READOUTS)
+def test_energy_is_one_float32_per_image(tiny_config, readout):
+  model = models.create_vit(tiny_config.model)
+  params = energy_pretraining.init_params(model, tiny_config, jax.random.PRNGKey(0))["model"]
+  x = jax.random.normal(jax.random.PRNGKey(1), (5, 16, 16, 3))
+  e = energy.energy(model, params, x, readout=readout)
+  chex.assert_shape(e, (5,))
+  chex.assert_type(e, jnp.float32)
+  assert np.all(np.asarray(e) > 0)
+  # Per-image: changing image 0 changes only energy 0.
+  e2 = energy.energy(model, params, x.at[0].multiply(2.), readout=readout)
+  assert e2[0] != e[0]
+  np.testing.assert_array_equal(e2[1:], e[1:])
+
+
+def _loss_fn(model, clean, corrupted, region, remat, steps="all", norm_pix=False,
+             second_order="autodiff", readout="sq_norm", step_normalization="none"):
+  def loss(params):
+    efn = functools.partial(energy.energy, model, readout=readout)
+    alphas = energy.step_sizes(params["raw_step_size"])
+    traj, _ = energy.restore(efn, params["model"], corrupted, alphas, jax.random.PRNGKey(0),
+                             update_mask=region, remat=remat, second_order=second_order,
+                             step_normalization=step_normalization)
+    return energy.restoration_loss(traj, clean, region, steps=steps,
+                                   patch_size=2 if norm_pix else None)[0]
+  return loss
+
+
+@pytest.mark.parametrize("readout, step_normalization", [
+    ("sq_norm", "none"), ("sq_norm_residual", "none"), ("sq_norm_pooled", "rms")])
+def test_parameter_gradient_matches_central_finite_differences(readout, step_normalization):
+  """The gradient flows through ∇ₓE (second order); float64 for exact differences."""
+  with jax.enable_x64(True):
+    model = vit.ViT(width=8, depth=1, mlp_dim=16, num_heads=2, patch_size=2,
+                    dtype=jnp.float64)
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    clean = jax.random.normal(k[0], (2, 4, 4, 3), jnp.float64)
+    region = jnp.zeros((2, 4, 4, 1)).at[:, :2].set(1.).astype(jnp.float64)
+    corrupted = jnp.where(region > 0, jax.random.normal(k[1], clean.shape, jnp.float64), clean)
+    params = {"model": model.init(k[2], clean)["params"],
+              "raw_step_size": jnp.array([0.3, -0.2], jnp.float64)}
+    params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+    loss = jax.jit(_loss_fn(model, clean, corrupted, region, "none", norm_pix=True,
+                            readout=readout, step_normalization=step_normalization))
+    grads = jax.grad(loss)(params)
+    # The classic mistake (input gradient taken without its graph) leaves the
+    # network's weights without gradient: they must have one.
+    assert float(jnp.abs(grads["model"]["embedding"]["kernel"]).max()) > 1e-6
+    assert float(jnp.abs(grads["model"]["Transformer"]["encoderblock_0"]["MlpBlock_0"]
+                         ["Dense_1"]["kernel"]).max()) > 1e-6
+    leaves, treedef = jax.tree.flatten(params)
+    for i in range(3):
+      direction = jax.tree.unflatten(treedef, [
+          jax.random.normal(jax.random.fold_in(k[3], 10 * i + j), x.shape, x.dtype)
+          for j, x in enumerate(leaves)])
+      eps = 1e-6
+      shifted = lambda s: jax.tree.map(lambda p, d: p + s * eps * d, params, direction)
+      numeric = (loss(shifted(1.)) - loss(shifted(-1.))) / (2 * eps)
+      analytic = sum(jnp.vdot(g, d) for g, d in
+                     zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
+      np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def plain_autodiff_gradients():
+  """A tiny restoration problem and its parameter gradient by plain autodiff."""
+  model = vit.ViT(width=32, depth=2, mlp_dim=64, num_heads=2, patch_size=4)
+  k = jax.random.split(jax.random.PRNGKey(3), 3)
+  clean = jax.random.normal(k[0], (2, 16, 16, 3))
+  region = jnp.ones((2, 16, 16, 1))
+  corrupted = clean + jax.random.normal(k[1], clean.shape)
+  params = {"model": model.init(k[2], clean)["params"], "raw_step_size": jnp.ones(3)}
+  problem = (model, clean, corrupted, region)
+  return problem, params, jax.grad(_loss_fn(*problem, "none"))(params)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("remat, second_order, remat_blocks", [
+    ("nothing_saveable", "autodiff", False), ("dots_saveable", "autodiff", False),
+    ("none", "autodiff", True), ("none", "reverse_over_forward", False),
+    ("nothing_saveable", "reverse_over_forward", True)])
+def test_every_second_order_path_gives_plain_autodiff_gradients(
+    plain_autodiff_gradients, remat, second_order, remat_blocks):
+  """Step remat, per-block remat and the reverse-over-forward VJP change memory and time only."""
+  (model, clean, corrupted, region), params, plain = plain_autodiff_gradients
+  fast = model.clone(remat_blocks=remat_blocks)
+  other = jax.grad(_loss_fn(fast, clean, corrupted, region, remat,
+                            second_order=second_order))(params)
+  chex.assert_trees_all_close(plain, other, rtol=1e-4, atol=1e-7)
+
+
+def test_reverse_over_forward_passes_the_energy_cotangent():
+  """Its VJP also carries the energies' cotangent, not only the input gradient's."""
+  def efn(p, x):
+    return jnp.sum(jnp.sin(p["w"] * x), axis=(1, 2, 3))
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 4, 3))
+  weights = jnp.array([0.7, -0.4])
+
+  def loss(grad_fn, w):
+    e, g = grad_fn({"w": w}, x)
+    return jnp.vdot(e, weights) + jnp.sum(jnp.cos(g))
+  plain = jax.grad(functools.partial(loss, functools.partial(energy.input_gradient, efn)))(1.3)
+  custom = jax.grad(functools.partial(
+      loss, energy.reverse_over_forward_input_gradient(efn)))(1.3)
+  np.testing.assert_allclose(custom, plain, rtol=1e-5)
+
+
+def test_update_mask_freezes_uncorrupted_pixels():
+  efn = lambda _, x: 0.5 * jnp.sum(jnp.square(x), axis=(1, 2, 3))  # ∇ₓE = x.
+  x0 = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+  mask = jnp.zeros((2, 8, 8, 1)).at[:, :4].set(1.)
+  traj, energies = energy.restore(efn, {}, x0, jnp.array([0.25, 0.5]), jax.random.PRNGKey(1),
+                                  update_mask=mask)
+  chex.assert_shape(traj, (2, 2, 8, 8, 3))
+  chex.assert_shape(energies, (2, 2))
+  np.testing.assert_array_equal(traj[:, :, 4:], jnp.broadcast_to(x0[:, 4:], traj[:, :, 4:].shape))
+  # On E = ½‖x‖², each step scales the moving pixels by (1 − α).
+  np.testing.assert_allclose(traj[1, :, :4], x0[:, :4] * 0.75 * 0.5, rtol=1e-6)
+  np.testing.assert_allclose(energies[0], efn({}, x0), rtol=1e-6)
+
+
+def test_residual_readout_ignores_the_patch_embeddings_own_norm():
+  """With zero blocks' output (zeroed last layers), h = z₀: 'sq_norm' is ½Σ‖z₀‖², the residual 0."""
+  model = vit.ViT(width=16, depth=1, mlp_dim=32, num_heads=2, patch_size=4)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+  params = model.init(jax.random.PRNGKey(1), x)["params"]
+  block = params["Transformer"]["encoderblock_0"]
+  zero = lambda layer: jax.tree.map(jnp.zeros_like, layer)
+  block = {**block, "MlpBlock_0": {**block["MlpBlock_0"], "Dense_1": zero(block["MlpBlock_0"]["Dense_1"])},
+           "MultiHeadDotProductAttention_0": {**block["MultiHeadDotProductAttention_0"],
+                                              "out": zero(block["MultiHeadDotProductAttention_0"]["out"])}}
+  params = {**params, "Transformer": {**params["Transformer"], "encoderblock_0": block}}
+  assert np.all(np.asarray(energy.energy(model, params, x, readout="sq_norm")) > 1.)
+  np.testing.assert_allclose(energy.energy(model, params, x, readout="sq_norm_residual"), 0.,
+                             atol=1e-10)
+
+
+def test_rms_step_is_scale_free_and_moves_by_alpha():
+  """x − α·∇E/RMS(∇E): the same step for E and 10·E, of RMS α over the moving pixels."""
+  efn = lambda w, x: w * jnp.sum(jnp.sin(x), axis=(1, 2, 3))
+  x0 = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+  mask = jnp.zeros((2, 8, 8, 1)).at[:, :4].set(1.)
+  run = lambda w: energy.restore(efn, w, x0, jnp.array([0.3]), jax.random.PRNGKey(1),
+                                 update_mask=mask, step_normalization="rms")[0][0]
+  np.testing.assert_allclose(run(1.), run(10.), rtol=1e-5, atol=1e-6)
+  moved = (run(1.) - x0)[:, :4]
+  np.testing.assert_allclose(np.sqrt(np.mean(np.square(moved), axis=(1, 2, 3))), 0.3, rtol=1e-4)
+
+
+def test_step_size_lr_multiplier_moves_the_step_size(tiny_config):
+  """One scalar under AdamW moves by ~lr a step; the multiplier lets it move 100× faster."""
+  from ebm_vision.run.optimizer import pretraining_optimizer
+  model = models.create_vit(tiny_config.model)
+  images = {"image": jax.random.randint(jax.random.PRNGKey(0), (8, 16, 16, 3), 0, 256,
+                                        jnp.int32).astype(jnp.uint8)}
+
+  def train(multiplier):
+    """(|α change| after 3 steps, ViT params after the first step)."""
+    c = tiny_config.copy_and_resolve_references()
+    c.restore.step_size_lr_multiplier = multiplier
+    tx, schedule = pretraining_optimizer(c)
+    state = train_step.init_state(model, tx, c, jax.random.PRNGKey(0))
+    step = jax.jit(functools.partial(train_step.train_step, model=model, config=c, tx=tx,
+                                     schedule=schedule))
+    start = energy.step_sizes(state["params"]["restore"]["raw_step_size"])
+    state, _ = step(state, images)
+    after_one = jax.device_get(state["params"]["model"])
+    for _ in range(2):
+      state, _ = step(state, images)
+    change = energy.step_sizes(state["params"]["restore"]["raw_step_size"]) - start
+    return np.abs(np.asarray(change)), after_one
+
+  slow, model_slow = train(1.)
+  fast, model_fast = train(100.)
+  assert np.all(fast > 30 * slow) and np.all(slow > 0)
+  # The ViT's own parameters take the same first step either way.
+  chex.assert_trees_all_close(model_slow, model_fast, rtol=1e-5, atol=1e-7)
+
+
+def test_unrolled_steps_equal_the_scan():
+  efn = lambda w, x: jnp.sum(jnp.sin(w * x), axis=(1, 2, 3))
+  x0 = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))
+  alphas = jnp.array([0.3, 0.2, 0.1])
+
+  def final(w, unroll):
+    traj, _ = energy.restore(efn, w, x0, alphas, jax.random.PRNGKey(1), unroll=unroll,
+                             langevin_noise_scale=0.1)
+    return jnp.sum(traj[-1] ** 2)
+  np.testing.assert_allclose(final(1.5, True), final(1.5, False), rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(final)(1.5, True), jax.grad(final)(1.5, False), rtol=1e-5)
+
+
+def test_langevin_noise_has_the_langevin_variance():
+  efn = lambda _, x: jnp.zeros(x.shape[0])  # No drift: only noise moves pixels.
+  x0 = jnp.zeros((64, 16, 16, 3))
+  alphas = jnp.array([0.5, 0.125])
+  traj, _ = energy.restore(efn, {}, x0, alphas, jax.random.PRNGKey(0), langevin_noise_scale=0.3)
+  expected_var = 2 * 0.3**2 * np.cumsum(alphas)
+  np.testing.assert_allclose(np.var(traj, axis=(1, 2, 3, 4)), expected_var, rtol=0.05)
+
+
+def test_step_sizes_are_positive_and_start_at_init():
+  raw = energy.raw_step_size_init(0.05, 3)
+  np.testing.assert_allclose(energy.step_sizes(raw), [0.05] * 3, rtol=1e-5)
+  assert np.all(np.asarray(energy.step_sizes(jnp.array([-50., 0., 50.]))) > 0)
+
+
+def test_loss_region_and_steps():
+  clean = jnp.zeros((1, 4, 4, 3))
+  traj = jnp.stack([jnp.ones_like(clean), 3 * jnp.ones_like(clean)])
+  region = jnp.zeros((1, 4, 4, 1)).at[:, :2].set(1.)
+  loss, per_step = energy.restoration_loss(traj.at[:, :, 2:].set(100.), clean, region)
+  np.testing.assert_allclose(per_step, [1., 9.])  # Pixels outside the region do not count.
+  np.testing.assert_allclose(loss, 5.)
+  last, _ = energy.restoration_loss(traj, clean, region, steps="last")
+  np.testing.assert_allclose(last, 9.)
+  huber, _ = energy.restoration_loss(traj, clean, region, loss_type="smooth_l1")
+  np.testing.assert_allclose(huber, (0.5 + 2.5) / 2)
+
+
+@pytest.mark.slow
+def test_training_makes_restoration_beat_the_corrupted_input(tiny_config):
+  """A few dozen steps on smooth images: restored masked pixels beat the noise fill."""
+  c = tiny_config
+  c.restore.num_steps = 1
+  c.optimizer.warmup_steps = 5
+  c.num_train_steps = 60
+  c.corruption.mask.ratio = 0.5
+  c.loss.norm_pix = False
+  model = models.create_vit(c.model)
+  from ebm_vision.run.optimizer import pretraining_optimizer
+  tx, schedule = pretraining_optimizer(c)
+  state = train_step.init_state(model, tx, c, jax.random.PRNGKey(0))
+  step = jax.jit(functools.partial(train_step.train_step, model=model, config=c, tx=tx,
+                                   schedule=schedule))
+  diag = jax.jit(functools.partial(train_step.diagnostics, model=model, config=c))
+
+  def smooth_images(key, n):  # Random low-frequency colour fields, uint8.
+    coarse = jax.random.uniform(key, (n, 2, 2, 3), minval=40, maxval=215)
+    return jnp.round(jax.image.resize(coarse, (n, 16, 16, 3), "linear")).astype(jnp.uint8)
+
+  held_out = smooth_images(jax.random.PRNGKey(99), 32)
+
+  def masked_mse(d, x):
+    return float(((x - d["clean"])**2 * d["region"]).sum() / (d["region"].sum() * 3))
+
+  before = diag(state["params"], held_out, jax.random.PRNGKey(5))
+  losses = []
+  for i in range(c.num_train_steps):
+    state, m = step(state, {"image": smooth_images(jax.random.PRNGKey(i), c.batch_size)})
+    losses.append(float(m["loss"]))
+  after = diag(state["params"], held_out, jax.random.PRNGKey(5))
+  corrupted = masked_mse(after, after["corrupted"])
+  restored = masked_mse(after, after["trajectory"][-1])
+  assert restored < 0.6 * corrupted
+  assert restored < 0.7 * masked_mse(before, before["trajectory"][-1])
+  assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5])
+
+
+def test_energy_ranking_loss_is_small_only_when_clean_is_lowest():
+  clean = jnp.array([1., 1.])
+  ordered = energy.energy_ranking_loss(clean, jnp.array([[9., 9.], [8., 8.]]))
+  reversed_ = energy.energy_ranking_loss(clean, jnp.array([[-9., -9.], [-8., -8.]]))
+  assert float(ordered) < 1e-3 and float(reversed_) > 8.
+
+
+@pytest.mark.slow
+def test_ranking_term_makes_the_clean_image_lowest_in_energy(tiny_config):
+  """Without it nothing ranks the clean image; with it, clean ends up lowest."""
+  c = tiny_config
+  c.num_train_steps, c.batch_size, c.optimizer.warmup_steps = 150, 16, 10
+  c.corruption.mask.ratio, c.loss.norm_pix = 0.5, False
+  c.optimizer.learning_rate_per_256 = 0.05
+  c.loss.energy_ranking_weight = 1.0
+  model = models.create_vit(c.model)
+  from ebm_vision.run.optimizer import pretraining_optimizer
+  tx, schedule = pretraining_optimizer(c)
+  state = train_step.init_state(model, tx, c, jax.random.PRNGKey(0))
+  step = jax.jit(functools.partial(train_step.train_step, model=model, config=c, tx=tx,
+                                   schedule=schedule))
+
+  def smooth_images(key, n):
+    coarse = jax.random.uniform(key, (n, 4, 4, 3), minval=20, maxval=235)
+    return jnp.round(jax.image.resize(coarse, (n, 16, 16, 3), "linear")).astype(jnp.uint8)
+
+  for i in range(c.num_train_steps):
+    state, metrics = step(state, {"image": smooth_images(jax.random.PRNGKey(i), 16)})
+  assert "energy_ranking" in metrics
+  d = train_step.diagnostics(state["params"], smooth_images(
+      jax.random.PRNGKey(999), 64), jax.random.PRNGKey(5), model=model, config=c)
+  others = [float(d["energy_corrupted"]), *np.asarray(d["energy_restored"])]
+  assert float(d["energy_clean"]) < min(others)
+  assert float(d["mse_restored"][-1]) < 0.6 * float(d["mse_corrupted"])

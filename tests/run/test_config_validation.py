@@ -1,0 +1,79 @@
+"""A bad config value fails at start-up with one line naming its field."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ebm_vision.run import config_validation
+from ebm_vision.run.config_validation import ConfigError
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+@pytest.mark.parametrize("field,value", [
+    ("energy.readout", "linear"), ("restore.remat", "full"), ("restore.num_steps", 0),
+    ("restore.update_region", "inside"), ("loss.type", "l1"), ("loss.steps", "first"),
+    ("corruption.name", "jigsaw"), ("corruption.mask.fill", "blue"),
+    ("corruption.mask.ratio", 1.0), ("model.compute_dtype", "float16"),
+    ("model.variant", "Q/16"), ("model.posemb", "rope"), ("data.source", "s3"),
+    ("data.image_size", 30), ("batch_size", 12), ("model.num_heads", 5),
+    ("mesh.fsdp", 3), ("mesh.tensor", 0),
+])
+def test_bad_value_names_its_field(tiny_config, field, value):
+  section, _, name = field.rpartition(".")
+  node = tiny_config
+  for part in filter(None, section.split(".")):
+    node = node[part]
+  node[name] = value
+  with pytest.raises(ConfigError, match=f"config.{field}="):
+    config_validation.validate_pretraining(tiny_config, num_devices=8)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("mode", "pretrain"), ("frozen.knn_k", 0), ("data.source", "dead_leaves"),
+    ("frozen.num_train_examples", -1)])
+def test_bad_transfer_value_names_its_field(field, value):
+  from configs import common  # pylint: disable=g-import-not-at-top
+  c = common.get_transfer_config()
+  section, _, name = field.rpartition(".")
+  (c[section] if section else c)[name] = value
+  with pytest.raises(ConfigError, match=f"config.{field}="):
+    config_validation.validate_transfer(c, num_devices=8)
+
+
+def test_knn_monitor_needs_labels(tiny_config):
+  tiny_config.knn_monitor.every_steps = 10
+  with pytest.raises(ConfigError, match="config.knn_monitor.every_steps=10"):
+    config_validation.validate_pretraining(tiny_config, num_devices=8)
+
+
+def test_unwritable_workdir_fails_in_one_line(tmp_path):
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(ConfigError, match="not writable"):
+    config_validation.check_workdir(str(tmp_path / "a_file" / "run"))
+
+
+def test_main_rejects_a_bad_override_in_one_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={tmp_path}",
+       "--config.energy.readout=bogus"], cwd=ROOT, capture_output=True, text=True,
+      timeout=300)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      "ebm-vision: config.energy.readout='bogus': must be one of "
+      "['sq_norm', 'sq_norm_pooled', 'sq_norm_residual']")
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("--config.restore.num_stepz=3",
+     """ebm-vision: bad --config override: 'num_stepz' Did you mean "num_steps" instead of "num_stepz"?"""),
+    ("--config.batch_size=abc",
+     "ebm-vision: flag --config.batch_size=abc: invalid literal for int() with base 10: 'abc'"),
+])
+def test_main_rejects_unknown_or_ill_typed_fields_in_one_line(tmp_path, override, expected):
+  result = subprocess.run(
+      [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={tmp_path}", override],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == expected
