@@ -72,6 +72,8 @@ def pretraining_config(overrides: dict, seed: int):
   config.eval_tasks = ("mask",)
   config.num_grid_images = 64  # The held-out batch the restoration metrics average over.
   config.update_from_flattened_dict(overrides)
+  if config.method == "mae":  # MAE restores its own masking only.
+    config.viewer.tasks = ("mask",)
   return config
 
 

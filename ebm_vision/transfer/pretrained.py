@@ -23,7 +23,7 @@ def save_run_config(workdir, config) -> None:
   (paths.as_path(workdir) / CONFIG_FILE).write_text(config.to_json_best_effort(indent=1))
 
 
-def _checkpoint_dir(path) -> tuple[epath.Path, epath.Path]:
+def checkpoint_dir(path) -> tuple[epath.Path, epath.Path]:
   """(workdir, '<step>/state' folder) for a workdir or a checkpoints/<step> folder."""
   path = paths.as_path(path)
   if (path / "checkpoints").is_dir():
@@ -58,7 +58,7 @@ def backbone(config, num_classes=None, drop_path_rate=None):
 
 def checkpoint_step(path) -> int:
   """The training step of the checkpoint `load_pretrained(path)` loads."""
-  return int(_checkpoint_dir(path)[1].parent.name)
+  return int(checkpoint_dir(path)[1].parent.name)
 
 
 def load_run_config(workdir) -> ml_collections.ConfigDict:
@@ -69,18 +69,18 @@ def load_run_config(workdir) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def _restore_backbone(state_dir: epath.Path) -> dict:
-  """The checkpoint's ViT params (params['model']) as host numpy arrays.
+def restore_params(state_dir: epath.Path, group: str = "model") -> dict:
+  """`params[group]` of a checkpoint's '<step>/state' folder as host numpy arrays.
 
   Only these are read (not the optimizer state), and whatever mesh and number of
   devices wrote them: restoring with the saved shardings fails on another topology.
   """
   checkpointer = ocp.PyTreeCheckpointer()
-  model = checkpointer.metadata(state_dir).item_metadata.tree["params"]["model"]
-  on_host = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), model)
+  tree = checkpointer.metadata(state_dir).item_metadata.tree["params"][group]
+  on_host = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
   return checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-      item={"params": {"model": model}}, restore_args={"params": {"model": on_host}},
-      partial_restore=True))["params"]["model"]
+      item={"params": {group: tree}}, restore_args={"params": {group: on_host}},
+      partial_restore=True))["params"][group]
 
 
 def load_pretrained(path: str, *, image_size: Optional[int] = None,
@@ -106,7 +106,7 @@ def load_pretrained(path: str, *, image_size: Optional[int] = None,
     (model, params): `model.apply({'params': params}, images)` gives the dict of
     ViT outputs; pretraining-only state (step sizes, optimizer) is dropped.
   """
-  workdir, state_dir = _checkpoint_dir(path)
+  workdir, state_dir = checkpoint_dir(path)
   if model_config is None or image_size is None:
     run_config = load_run_config(workdir)
     model_config = model_config or run_config.model
@@ -120,7 +120,7 @@ def load_pretrained(path: str, *, image_size: Optional[int] = None,
   size = image_size
   fresh = model.init(rng if rng is not None else jax.random.PRNGKey(0),
                      np.zeros((1, size, size, 3), np.float32))["params"]
-  loaded = _restore_backbone(state_dir)
+  loaded = restore_params(state_dir)
   if "pos_embedding" in loaded and "pos_embedding" in fresh:
     grid = (size // model.patch_size,) * 2
     loaded = {**loaded, "pos_embedding": resample_posemb(loaded["pos_embedding"], grid)}

@@ -56,7 +56,7 @@ def test_workdir_in_a_bucket_is_written_there_and_not_on_local_disk(fake_gcs, tm
 def test_checkpoint_in_a_bucket_is_found_by_its_workdir_or_its_folder(fake_gcs):
   for step in (3, 12):
     (epath.Path("gs://bucket/run/checkpoints") / str(step) / "state").mkdir(parents=True)
-  workdir, state = pretrained._checkpoint_dir("gs://bucket/run")  # pylint: disable=protected-access
+  workdir, state = pretrained.checkpoint_dir("gs://bucket/run")
   assert (str(workdir), str(state)) == ("gs://bucket/run", "gs://bucket/run/checkpoints/12/state")
   assert pretrained.checkpoint_step("gs://bucket/run") == 12
   assert pretrained.checkpoint_step("gs://bucket/run/checkpoints/3") == 3

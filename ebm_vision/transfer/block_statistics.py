@@ -1,0 +1,57 @@
+"""Per-block statistics of a backbone: where features live and whether they collapse.
+
+For each transformer block's output tokens h [B, N, D] (before any norm): the token RMS
+(activation scale), and of the token-mean features: the mean pairwise cosine between
+images (→ 1 when every image maps to the same direction) and the effective rank
+(Roy & Vetterli 2007: exp of the entropy of the normalized singular values of the centred
+features; D at most).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ebm_vision.data import pixels
+from ebm_vision.models import vit
+
+
+def block_tokens_fn(model):
+  """jitted (params, uint8 images, pixel_mean, pixel_std) -> [depth, B, N, D] float32 tokens."""
+  def is_block_call(module, method_name):
+    return isinstance(module, vit.Encoder1DBlock) and method_name == "__call__"
+
+  @jax.jit
+  def tokens(params, images, pixel_mean, pixel_std):
+    x = pixels.normalize(images, pixel_mean, pixel_std)
+    _, state = model.apply({"params": params}, x, capture_intermediates=is_block_call,
+                           mutable=["intermediates"])
+    blocks = state["intermediates"]["Transformer"]
+    return jnp.stack([blocks[f"encoderblock_{i}"]["__call__"][0].astype(jnp.float32)
+                      for i in range(len(blocks))])
+  return tokens
+
+
+def mean_pairwise_cosine(features: np.ndarray) -> float:
+  """Mean cosine similarity over all pairs of distinct rows of [B, D]."""
+  f = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+  sims = f @ f.T
+  b = len(f)
+  return float((sims.sum() - np.trace(sims)) / (b * (b - 1)))
+
+
+def effective_rank(features: np.ndarray) -> float:
+  """exp(entropy of σ / Σσ) of the centred [B, D] features."""
+  s = np.linalg.svd(features - features.mean(0), compute_uv=False)
+  p = s / max(s.sum(), 1e-12)
+  p = p[p > 0]
+  return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def block_statistics(model, params, images: np.ndarray, pixel_mean, pixel_std) -> list[dict]:
+  """[{'token_rms', 'mean_cosine', 'effective_rank'} for each block] on uint8 `images`."""
+  tokens = np.asarray(block_tokens_fn(model)(params, images, tuple(pixel_mean),
+                                             tuple(pixel_std)))
+  return [{"token_rms": float(np.sqrt(np.mean(np.square(h)))),
+           "mean_cosine": mean_pairwise_cosine(h.mean(axis=1)),
+           "effective_rank": effective_rank(h.mean(axis=1))} for h in tokens]
