@@ -84,7 +84,7 @@ def forward_flops(mesh) -> float:
                                 sharding=mesh_lib.batch_sharding(mesh))
   params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(images.shape),
                                              train=False))["params"]
-  forward = jax.jit(lambda p, x: energy.energy(model, p, x))
+  forward = jax.jit(lambda p, x: energy.energy(model, {"model": p}, x))
   return forward.lower(params, images).compile().cost_analysis()["flops"]
 
 

@@ -62,7 +62,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.model.remat_blocks = False  # Recompute each block in the backward pass (less memory, ~1 more forward).
 
   c.energy = ml_collections.ConfigDict()
-  c.energy.readout = "sq_norm"  # E(x) from last-block tokens h: 'sq_norm' = ½Σ_tokens mean_channels h², 'sq_norm_pooled' = the same of the token mean, 'sq_norm_residual' = the same of h − (patch + position embeddings).
+  c.energy.readout = "sq_norm"  # E(x) from last-block tokens h: 'sq_norm' = ½Σ_tokens mean_channels h², 'sq_norm_pooled' = the same of the token mean, 'sq_norm_residual' = the same of h − (patch + position embeddings), 'projected_sq_norm' = the same of LN(h)·P, P a learned D×D energy head.
 
   c.restore = ml_collections.ConfigDict()
   c.restore.num_steps = 2  # K gradient steps on the input (the paper: "as few as one").
@@ -88,6 +88,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.corruption.mask = ml_collections.ConfigDict()
   c.corruption.mask.ratio = 0.75  # Fraction of patches masked (MAE: 0.75).
   c.corruption.mask.fill = "noise"  # Masked pixels: 'noise' (N(0,1)), 'zeros' (mean colour) or 'mean' (image mean).
+  c.corruption.mask.block_size = 1  # Mask square blocks of this many patches per side (1 = single patches); must divide the patch grid.
   c.corruption.sort = ml_collections.ConfigDict()
   c.corruption.sort.ratio = 0.5  # Fraction of patches that trade places (along one random cycle).
   c.corruption.sr = ml_collections.ConfigDict()
@@ -198,6 +199,7 @@ def get_transfer_config() -> ml_collections.ConfigDict:
   c.finetune.cutmix_alpha = 1.0  # Beta(α, α) of cutmix; 0 disables.
   c.finetune.mix_switch_prob = 0.5  # Probability of cutmix rather than mixup per batch.
   c.finetune.eval_every_steps = 1000  # Top-1/top-5 on the whole eval split; best kept in best/.
+  c.finetune.train_last_blocks = 0  # Train only the last n blocks, the final norm and the head (the rest frozen); 0 = all.
   c.num_train_steps = steps(100, IMAGENET_TRAIN_IMAGES, c.batch_size)  # 100 epochs at batch 1024 (MAE ViT-B).
   c.optimizer.learning_rate_per_256 = 5e-4  # MAE's base learning rate for fine-tuning.
   c.optimizer.warmup_steps = steps(5, IMAGENET_TRAIN_IMAGES, c.batch_size)  # 5 epochs.

@@ -23,7 +23,7 @@ from ebm_vision.data import input_pipeline
 from ebm_vision.parallel import mesh as mesh_lib
 from ebm_vision.parallel import partitioning
 from ebm_vision.run import checkpointing, config_validation, loop, paths
-from ebm_vision.run.optimizer import create_optimizer, layer_decay_scales
+from ebm_vision.run.optimizer import create_optimizer, layer_decay_scales, trainable_last_blocks
 from ebm_vision.transfer import classification, pretrained
 
 
@@ -49,13 +49,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   num_classes = input_pipeline.num_classes(config.data)
   model, params, _ = pretrained.backbone(
       config, num_classes=num_classes, drop_path_rate=0. if probe else config.finetune.drop_path_rate)
-  if probe:  # Only the head learns.
-    scales = jax.tree_util.tree_map_with_path(
-        lambda path, _: float(getattr(path[0], "key", None) == "head"), params)
+  if probe:  # Only the head learns; the backbone holds no optimizer moments.
+    scales = None
+    trainable = jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[0], "key", None) == "head", params)
   else:
     scales = layer_decay_scales(params, model.depth, config.finetune.layer_decay)
+    trainable = trainable_last_blocks(params, model.depth, config.finetune.train_last_blocks)
   tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps,
-                                  lr_scales=scales)
+                                  lr_scales=scales, trainable=trainable)
   init = functools.partial(
       classification.init_probe_state if probe else classification.init_state, params, tx)
   state_sharding = partitioning.state_shardings(

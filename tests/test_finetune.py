@@ -9,7 +9,7 @@ import pytest
 from configs import common
 from ebm_vision import finetune
 from ebm_vision.data import mixup
-from ebm_vision.run.optimizer import create_optimizer, layer_decay_scales
+from ebm_vision.run.optimizer import create_optimizer, layer_decay_scales, trainable_last_blocks
 
 
 def test_smoothed_targets_sum_to_one():
@@ -59,6 +59,33 @@ def test_layer_decay_scales_and_their_effect():
   np.testing.assert_allclose(ratio, 0.125, rtol=1e-5)
 
 
+def test_frozen_parameters_get_no_update_and_no_moments():
+  params = {"embedding": {"kernel": jnp.ones((2, 2))},
+            "Transformer": {"encoderblock_0": {"w": jnp.ones((2, 2))},
+                            "encoderblock_1": {"w": jnp.ones((2, 2))},
+                            "encoder_norm": {"scale": jnp.ones(2)}},
+            "head": {"kernel": jnp.ones((2, 3))}}
+  trainable = trainable_last_blocks(params, depth=2, num_blocks=1)
+  assert not trainable["embedding"]["kernel"]
+  assert not trainable["Transformer"]["encoderblock_0"]["w"]
+  assert trainable["Transformer"]["encoderblock_1"]["w"]
+  assert trainable["Transformer"]["encoder_norm"]["scale"] and trainable["head"]["kernel"]
+  assert all(jax.tree.leaves(trainable_last_blocks(params, depth=2, num_blocks=0)))
+  c = common.get_transfer_config().optimizer
+  c.warmup_steps = 0
+  tx, _ = create_optimizer(c, 256, 10, lr_scales=layer_decay_scales(params, 2, 0.5),
+                           trainable=trainable)
+  opt_state = tx.init(params)
+  # AdamW's moments cover the 3 trainable arrays only (14 numbers, not 18).
+  moments = sum(x.size for x in jax.tree.leaves(opt_state) if x.ndim > 0)
+  assert moments == 2 * (4 + 2 + 6)
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), opt_state, params)
+  assert not jnp.any(updates["embedding"]["kernel"])
+  assert not jnp.any(updates["Transformer"]["encoderblock_0"]["w"])
+  assert jnp.all(updates["Transformer"]["encoderblock_1"]["w"] < 0)
+  assert jnp.all(updates["head"]["kernel"] < 0)
+
+
 @pytest.mark.slow
 def test_finetuning_runs_evaluates_and_keeps_the_best(tfds_dir, tmp_path, pretrained_workdir):
   c = common.get_transfer_config()
@@ -75,6 +102,27 @@ def test_finetuning_runs_evaluates_and_keeps_the_best(tfds_dir, tmp_path, pretra
   c.num_train_steps = 6  # Resumes from step 4.
   scalars = finetune.train_and_evaluate(c, str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints"))[-1] == "6"
+
+
+@pytest.mark.slow
+def test_finetuning_the_last_block_leaves_the_others(tfds_dir, tmp_path, pretrained_workdir):
+  c = common.get_transfer_config()
+  common.tiny_model(c)
+  c.mode, c.pretrained, c.finetune.train_last_blocks = "finetune", pretrained_workdir, 1
+  c.data.builder_dir, c.batch_size = tfds_dir, 8
+  c.num_train_steps = c.finetune.eval_every_steps = c.checkpoint_every_steps = 2
+  finetune.train_and_evaluate(c, str(tmp_path))
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  state = ocp.StandardCheckpointer().restore(str(tmp_path / "checkpoints" / "2" / "state"))
+  _, loaded = finetune.pretrained.load_pretrained(pretrained_workdir, num_classes=3)
+  blocks, loaded_blocks = state["params"]["Transformer"], loaded["Transformer"]
+  for a, b in zip(jax.tree.leaves(blocks["encoderblock_0"]),
+                  jax.tree.leaves(loaded_blocks["encoderblock_0"])):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(state["params"]["embedding"]["kernel"],
+                                loaded["embedding"]["kernel"])
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(blocks["encoderblock_1"]), jax.tree.leaves(loaded_blocks["encoderblock_1"])))
 
 
 def test_folded_standardization_gives_the_probe_logits():

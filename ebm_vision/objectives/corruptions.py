@@ -48,18 +48,26 @@ def random_patch_mask(rng: jax.Array, batch: int, num_patches: int,
 
 
 def mask_patches(images, rng, spec: ImageSpec, *, ratio: float = 0.75,
-                 fill: str = "noise") -> Corrupted:
+                 fill: str = "noise", block_size: int = 1) -> Corrupted:
   """Masked image modeling: replaces a random `ratio` of the patches.
 
   fill: 'noise' (standard normal, i.e. the data's per-channel spread),
   'zeros' (the data-set mean colour, as images are normalized) or 'mean'
-  (each image's own mean colour).
+  (each image's own mean colour). block_size: patches are masked in square
+  blocks of block_size × block_size patches (1 = each patch on its own), so that
+  a masked patch's neighbours are masked too (SimMIM's larger mask patches).
   """
-  b = images.shape[0]
+  b, h, w, _ = images.shape
   mask_rng, fill_rng = jax.random.split(rng)
-  patch_mask = random_patch_mask(mask_rng, b, patchify(images, spec.patch_size).shape[1], ratio)
-  region = unpatchify(jnp.broadcast_to(patch_mask[..., None], patch_mask.shape + (
-      spec.patch_size**2,)).astype(jnp.float32), images.shape[:-1] + (1,), spec.patch_size)
+  grid_h, grid_w = h // spec.patch_size, w // spec.patch_size
+  if grid_h % block_size or grid_w % block_size:
+    raise ValueError(f"mask block_size {block_size} must divide the patch grid "
+                     f"{grid_h}×{grid_w}")
+  rows, cols = grid_h // block_size, grid_w // block_size
+  block_mask = random_patch_mask(mask_rng, b, rows * cols, ratio).reshape(b, rows, cols)
+  block = spec.patch_size * block_size
+  region = jnp.repeat(jnp.repeat(block_mask, block, axis=1), block, axis=2)
+  region = region[..., None].astype(jnp.float32)
   if fill == "noise":
     filler = jax.random.normal(fill_rng, images.shape, images.dtype)
   elif fill == "zeros":

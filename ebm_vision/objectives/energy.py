@@ -25,7 +25,9 @@ from ebm_vision.data.patches import patchify, unpatchify
 # which leaves restoration without a gradient: not offered.)
 # 'sq_norm_residual' reads the same of h − z₀, what the blocks added to the patch
 # embeddings z₀ (the energy then ignores the embedding's own norm).
-READOUTS = ("sq_norm", "sq_norm_pooled", "sq_norm_residual")
+# 'projected_sq_norm' reads ½ Σ_tokens mean_channels (LN(h)·P)² of the final-norm tokens (the
+# transferred features) through a learned D×D map P, an energy head outside the ViT.
+READOUTS = ("sq_norm", "sq_norm_pooled", "sq_norm_residual", "projected_sq_norm")
 # Scale of the descent direction: 'none' steps by α·∇ₓE; 'rms' by α·∇ₓE / RMS(∇ₓE)
 # per image over the pixels that move (α is then in units of the pixels' std).
 STEP_NORMALIZATIONS = ("none", "rms")
@@ -48,20 +50,31 @@ SECOND_ORDER_MODES = ("autodiff", "reverse_over_forward")
 EnergyFn = Callable[[Any, jnp.ndarray], jnp.ndarray]
 
 
+def init_readout(readout: str, width: int, rng: jax.Array) -> dict:
+  """Parameters of the read-out: {'kernel': P [D, D]} for 'projected_sq_norm', else {}."""
+  if readout != "projected_sq_norm":
+    return {}
+  return {"kernel": nn.initializers.lecun_normal()(rng, (width, width), jnp.float32)}
+
+
 def energy(model: nn.Module, params, images: jnp.ndarray, *, readout: str = "sq_norm",
            dropout_rng: Optional[jax.Array] = None) -> jnp.ndarray:
   """E_θ(images) -> [batch] float32; drop path is active iff `dropout_rng` is given.
 
+  params: {'model': ViT params, 'readout': `init_readout`'s (absent when empty)}.
   readout 'sq_norm': E = ½ Σ_tokens mean_channels h²  (every token's energy);
   readout 'sq_norm_pooled': E = ½ N · mean_channels (mean_tokens h)²  (the pooled feature's);
-  readout 'sq_norm_residual': E = ½ Σ_tokens mean_channels (h − z₀)², z₀ the embedded patches.
+  readout 'sq_norm_residual': E = ½ Σ_tokens mean_channels (h − z₀)², z₀ the embedded patches;
+  readout 'projected_sq_norm': E = ½ Σ_tokens mean_channels (LN(h)·P)², LN the final norm.
   """
   train = dropout_rng is not None
-  out = model.apply({"params": params}, images, train=train,
+  out = model.apply({"params": params["model"]}, images, train=train,
                     rngs={"dropout": dropout_rng} if train else {})
   h = out["tokens"]
   if readout == "sq_norm_residual":
     h = h - out["embedded"]
+  if readout == "projected_sq_norm":
+    h = out["encoded"] @ params["readout"]["kernel"]
   if readout == "sq_norm_pooled":
     return 0.5 * h.shape[1] * jnp.mean(jnp.square(h.mean(axis=1)), axis=-1)
   return 0.5 * jnp.sum(jnp.mean(jnp.square(h), axis=-1), axis=-1)

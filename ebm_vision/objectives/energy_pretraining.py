@@ -1,7 +1,8 @@
 """The energy objective (config.method='energy'): corrupt, restore by descent on E, compare.
 
-Parameters: {'model': ViT params, 'restore': {'raw_step_size': [K]}}. The objective's
-interface, shared with `mae`: `init_params`, `loss`, `diagnostics`.
+Parameters: {'model': ViT params, 'restore': {'raw_step_size': [K]}} and, for a read-out
+with parameters, 'readout'. The objective's interface, shared with `mae`: `init_params`,
+`loss`, `diagnostics`.
 """
 from __future__ import annotations
 
@@ -17,17 +18,25 @@ from ebm_vision.objectives import corruptions, energy, image_metrics
 
 
 def init_params(model: nn.Module, config, rng: jax.Array) -> dict:
-  """Initial ViT parameters and restoration step sizes."""
+  """Initial ViT parameters, restoration step sizes and read-out parameters (if any)."""
   size = config.data.image_size
-  model_params = model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)["params"]
+  model_params = model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32),
+                            train=False)["params"]
   raw = energy.raw_step_size_init(config.restore.init_step_size, config.restore.num_steps)
-  return {"model": model_params, "restore": {"raw_step_size": raw}}
+  params = {"model": model_params, "restore": {"raw_step_size": raw}}
+  readout = energy.init_readout(config.energy.readout, model.width, jax.random.fold_in(rng, 1))
+  return {**params, "readout": readout} if readout else params
 
 
 def energy_fn(model: nn.Module, config, dropout_rng: Optional[jax.Array] = None):
-  """(ViT params, images) -> energies [B]; drop path is active iff `dropout_rng` is given."""
+  """(energy params, images) -> energies [B]; drop path is active iff `dropout_rng` is given."""
   return functools.partial(energy.energy, model, readout=config.energy.readout,
                            dropout_rng=dropout_rng)
+
+
+def energy_params(params) -> dict:
+  """The parameters the energy depends on: the ViT's and the read-out's (if any)."""
+  return {k: v for k, v in params.items() if k in ("model", "readout")}
 
 
 def image_spec(model: nn.Module, config) -> corruptions.ImageSpec:
@@ -59,12 +68,12 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: 
   efn = energy_fn(model, config, dropout_rng if train else None)
   r = config.restore
   trajectory, energies = energy.restore(
-      efn, params["model"], corrupted.images, alphas, restore_rng,
+      efn, energy_params(params), corrupted.images, alphas, restore_rng,
       update_mask=corrupted.region if r.update_region == "corrupted" else None,
       langevin_noise_scale=r.langevin_noise_scale, remat=r.remat, second_order=r.second_order,
       unroll=r.unroll_steps, step_normalization=r.step_normalization)
   return Restoration(corrupted, trajectory, energies, alphas,
-                     functools.partial(efn, params["model"]))
+                     functools.partial(efn, energy_params(params)))
 
 
 def loss(params, clean, rng, *, model: nn.Module, config):

@@ -70,7 +70,7 @@ def _validate_model_and_data(config, num_devices: int) -> dict:
 def validate_transfer(config, num_devices: int) -> None:
   """Raises ConfigError naming the first field of a transfer config that cannot work."""
   _choice(config, "mode", TRANSFER_MODES)
-  _validate_model_and_data(config, num_devices)
+  depth = _validate_model_and_data(config, num_devices)["depth"]
   _check(config.data.source == "tfds", config, "data.source", "transfer needs labels: 'tfds'")
   for i, method in enumerate(config.frozen.methods):
     if method not in FROZEN_METHODS:
@@ -88,6 +88,8 @@ def validate_transfer(config, num_devices: int) -> None:
   for field in ("finetune.mixup_alpha", "finetune.cutmix_alpha"):
     _check(_get(config, field) >= 0, config, field, "must be ≥ 0 (0 disables)")
   _check(0 <= ft.mix_switch_prob <= 1, config, "finetune.mix_switch_prob", "must be in [0, 1]")
+  _check(0 <= ft.train_last_blocks <= depth, config, "finetune.train_last_blocks",
+         f"must be in [0, {depth}] (0 = all blocks)")
   for field in ("finetune.eval_every_steps", "num_train_steps", "log_every_steps",
                 "checkpoint_every_steps", "max_checkpoints_to_keep"):
     _check(_get(config, field) > 0, config, field, "must be > 0")
@@ -96,7 +98,7 @@ def validate_transfer(config, num_devices: int) -> None:
 def validate_pretraining(config, num_devices: int) -> None:
   """Raises ConfigError naming the first field with a value that cannot work."""
   _choice(config, "mode", PRETRAIN_MODES)
-  _validate_model_and_data(config, num_devices)
+  kw = _validate_model_and_data(config, num_devices)
 
   _choice(config, "method", METHODS)
   if config.method == "mae":
@@ -144,6 +146,9 @@ def validate_pretraining(config, num_devices: int) -> None:
   if "mask" in used:
     _check(0 < config.corruption.mask.ratio < 1, config, "corruption.mask.ratio", "must be in (0, 1)")
     _choice(config, "corruption.mask.fill", corruptions.MASK_FILLS)
+    grid = config.data.image_size // kw["patch_size"]
+    _check(config.corruption.mask.block_size >= 1 and grid % config.corruption.mask.block_size == 0,
+           config, "corruption.mask.block_size", f"must divide the patch grid side {grid}")
   if "sort" in used:
     _check(0 < config.corruption.sort.ratio <= 1, config, "corruption.sort.ratio", "must be in (0, 1]")
   if "sr" in used:

@@ -43,14 +43,25 @@ def layer_decay_scales(params, depth: int, decay: float):
   return jax.tree_util.tree_map_with_path(scale, params)
 
 
+def trainable_last_blocks(params, depth: int, num_blocks: int):
+  """True for the parameters of the last `num_blocks` blocks, the final norm and the head;
+  every parameter for `num_blocks` = 0."""
+  def trainable(path, _):
+    names = [getattr(k, "key", str(k)) for k in path]
+    return num_blocks == 0 or layer_index(names, depth) > depth - num_blocks
+  return jax.tree_util.tree_map_with_path(trainable, params)
+
+
 def create_optimizer(opt_config, global_batch_size: int, num_train_steps: int,
-                     lr_scales=None, group_lr_multipliers=None):
+                     lr_scales=None, group_lr_multipliers=None, trainable=None):
   """Returns (optax transformation, learning-rate schedule).
 
   `lr_scales`, a tree like the params, multiplies each parameter's update
   (layer-wise learning-rate decay). `group_lr_multipliers` {top-level params key:
   factor} does the same for whole groups (e.g. {'restore': 100.} for the step sizes);
   with all factors 1 the optimizer state is that of no multipliers (old checkpoints resume).
+  `trainable`, a tree of bools like the params, freezes the False ones: their updates
+  are zero and AdamW keeps no moments for them (`optax.set_to_zero`).
   """
   schedule = learning_rate_schedule(opt_config, global_batch_size, num_train_steps)
   parts = []
@@ -58,6 +69,10 @@ def create_optimizer(opt_config, global_batch_size: int, num_train_steps: int,
     parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
   parts.append(optax.adamw(schedule, b1=opt_config.b1, b2=opt_config.b2,
                            weight_decay=opt_config.weight_decay, mask=weight_decay_mask))
+  if trainable is not None:
+    labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
+    parts = [optax.multi_transform({"train": optax.chain(*parts),
+                                    "frozen": optax.set_to_zero()}, labels)]
   if lr_scales is not None:
     parts.append(optax.stateless(lambda updates, _: jax.tree.map(
         lambda u, s: u * s, updates, lr_scales)))

@@ -59,6 +59,17 @@ def test_mask_keeps_visible_pixels_and_fills_masked_ones(fill):
     assert abs(np.corrcoef(filled.ravel(), np.asarray(x)[masked].ravel())[0, 1]) < 0.02
 
 
+def test_block_masking_masks_whole_blocks_of_patches():
+  out = corruptions.mask_patches(images(), jax.random.PRNGKey(4), SPEC, ratio=0.5, block_size=2)
+  per_patch = patch_region(out.region).reshape(6, 2, 2, 2, 2).transpose(0, 1, 3, 2, 4)
+  blocks = per_patch.reshape(6, 4, 4)  # [image, block, patch in block]
+  assert set(np.unique(blocks)) <= {0., 1.}
+  np.testing.assert_array_equal(blocks.min(-1), blocks.max(-1))  # A block is all in or out.
+  np.testing.assert_array_equal(blocks[..., 0].sum(-1), 2)  # Half of the 4 blocks.
+  with pytest.raises(ValueError, match="block_size 3 must divide"):
+    corruptions.mask_patches(images(), jax.random.PRNGKey(4), SPEC, block_size=3)
+
+
 def test_every_patch_is_masked_equally_often():
   masks = corruptions.random_patch_mask(jax.random.PRNGKey(3), 4000, 16, 0.25)
   np.testing.assert_allclose(np.asarray(masks).mean(0), 0.25, atol=0.03)

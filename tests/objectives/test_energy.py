@@ -15,7 +15,9 @@ from ebm_vision.objectives import energy, energy_pretraining, train_step
 @pytest.mark.parametrize("readout", energy.READOUTS)
 def test_energy_is_one_float32_per_image(tiny_config, readout):
   model = models.create_vit(tiny_config.model)
-  params = energy_pretraining.init_params(model, tiny_config, jax.random.PRNGKey(0))["model"]
+  tiny_config.energy.readout = readout
+  params = energy_pretraining.energy_params(
+      energy_pretraining.init_params(model, tiny_config, jax.random.PRNGKey(0)))
   x = jax.random.normal(jax.random.PRNGKey(1), (5, 16, 16, 3))
   e = energy.energy(model, params, x, readout=readout)
   chex.assert_shape(e, (5,))
@@ -32,7 +34,8 @@ def _loss_fn(model, clean, corrupted, region, remat, steps="all", norm_pix=False
   def loss(params):
     efn = functools.partial(energy.energy, model, readout=readout)
     alphas = energy.step_sizes(params["raw_step_size"])
-    traj, _ = energy.restore(efn, params["model"], corrupted, alphas, jax.random.PRNGKey(0),
+    traj, _ = energy.restore(efn, energy_pretraining.energy_params(params), corrupted, alphas,
+                             jax.random.PRNGKey(0),
                              update_mask=region, remat=remat, second_order=second_order,
                              step_normalization=step_normalization)
     return energy.restoration_loss(traj, clean, region, steps=steps,
@@ -41,7 +44,8 @@ def _loss_fn(model, clean, corrupted, region, remat, steps="all", norm_pix=False
 
 
 @pytest.mark.parametrize("readout, step_normalization", [
-    ("sq_norm", "none"), ("sq_norm_residual", "none"), ("sq_norm_pooled", "rms")])
+    ("sq_norm", "none"), ("sq_norm_residual", "none"), ("sq_norm_pooled", "rms"),
+    ("projected_sq_norm", "none")])
 def test_parameter_gradient_matches_central_finite_differences(readout, step_normalization):
   """The gradient flows through ∇ₓE (second order); float64 for exact differences."""
   with jax.enable_x64(True):
@@ -53,6 +57,9 @@ def test_parameter_gradient_matches_central_finite_differences(readout, step_nor
     corrupted = jnp.where(region > 0, jax.random.normal(k[1], clean.shape, jnp.float64), clean)
     params = {"model": model.init(k[2], clean)["params"],
               "raw_step_size": jnp.array([0.3, -0.2], jnp.float64)}
+    readout_params = energy.init_readout(readout, 8, k[0])
+    if readout_params:
+      params["readout"] = readout_params
     params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
     loss = jax.jit(_loss_fn(model, clean, corrupted, region, "none", norm_pix=True,
                             readout=readout, step_normalization=step_normalization))
@@ -144,6 +151,7 @@ def test_residual_readout_ignores_the_patch_embeddings_own_norm():
            "MultiHeadDotProductAttention_0": {**block["MultiHeadDotProductAttention_0"],
                                               "out": zero(block["MultiHeadDotProductAttention_0"]["out"])}}
   params = {**params, "Transformer": {**params["Transformer"], "encoderblock_0": block}}
+  params = {"model": params}
   assert np.all(np.asarray(energy.energy(model, params, x, readout="sq_norm")) > 1.)
   np.testing.assert_allclose(energy.energy(model, params, x, readout="sq_norm_residual"), 0.,
                              atol=1e-10)
