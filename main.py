@@ -6,12 +6,16 @@
 
 Any config field can be overridden with --config.<field>=<value>.
 """
+import os
 import sys
+import time
 
-from absl import app, flags, logging
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines (oneDNN).
+
+from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags
 
-from ebm_vision.run import config_validation
+from ebm_vision.run import errors
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (a .py with get_config()).",
@@ -32,18 +36,38 @@ flags.DEFINE_integer("process_id", None, "This process's index (with --coordinat
 flags.DEFINE_list("local_device_ids", None,
                   "GPUs this process drives, e.g. 0,1,2,3,4,5,6,7 for one process per node "
                   "under SLURM (JAX otherwise gives each SLURM task one GPU).")
+flags.DEFINE_bool("debug", os.environ.get("EBM_DEBUG", "") not in ("", "0"),
+                  "Show the traceback of errors that are otherwise reported in one line "
+                  "(also EBM_DEBUG=1).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 class _QuietLibraries(logging.logging.Filter):
-  """Drops the per-save INFO chatter of Orbax; warnings and errors still show."""
+  """Drops the INFO chatter of Orbax (every save) and of JAX's backend search (no TPU
+  found on a CPU or GPU machine); warnings and errors still show."""
 
   def filter(self, record):
-    return record.levelno > logging.logging.INFO or "orbax" not in record.pathname
+    return record.levelno > logging.logging.INFO or not any(
+        name in record.pathname for name in ("orbax", "xla_bridge"))
+
+
+def config_file_arg(argv) -> str | None:
+  """The file of --config=<file>[:arg] (or --config <file>) in `argv`, if given."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1].split(":")[0]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1].split(":")[0]
+  return None
 
 
 def parse_flags(argv):
-  """Parses flags; a misspelled or ill-typed --config.<field> exits with one line."""
+  """Parses flags; a missing config file or a misspelled or ill-typed --config.<field>
+  exits with one line."""
+  config_file = config_file_arg(argv)
+  if config_file is not None and not os.path.isfile(config_file):
+    sys.exit(f"ebm-vision: --config={config_file}: no such file (configs are in "
+             f"{os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')})")
   try:
     return FLAGS(argv)
   except flags.Error as e:
@@ -65,13 +89,14 @@ def main(argv):
   # Imported here so that --help and flag errors do not wait for JAX and TF.
   from ebm_vision.parallel import distributed  # pylint: disable=g-import-not-at-top
   from ebm_vision import finetune, frozen_eval, train, viewer
+  import jax  # pylint: disable=g-import-not-at-top
   logging.get_absl_handler().addFilter(_QuietLibraries())
   try:
     distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
                            FLAGS.process_id, FLAGS.local_device_ids)
   except ValueError as e:
     sys.exit(f"ebm-vision: {e}")
-  logging.info("Config:\n%s", FLAGS.config)
+  logging.debug("Config:\n%s", FLAGS.config)
   try:
     if FLAGS.mode == "restore":
       viewer.restore_and_report(FLAGS.config, FLAGS.workdir)
@@ -82,9 +107,14 @@ def main(argv):
       results = frozen_eval.evaluate(FLAGS.config, FLAGS.workdir)
       print("\n".join(f"{k}: {v:.4f}" for k, v in results.items()))
     else:
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (config_validation.ConfigError, FileNotFoundError, FloatingPointError) as e:
-    logging.error("%s", e)
+      start = time.perf_counter()
+      scalars = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+      if jax.process_index() == 0:
+        print(train.summary_line(FLAGS.config, FLAGS.workdir, scalars,
+                                 time.perf_counter() - start))
+  except (errors.RunError, FileNotFoundError, FloatingPointError) as e:
+    if FLAGS.debug:
+      raise
     sys.exit(f"ebm-vision: {e}")
 
 

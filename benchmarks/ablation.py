@@ -94,7 +94,6 @@ def summary(rows: list[dict]) -> str:
 
 def main(argv):
   del argv
-  os.chdir(harness.REPO)  # The configs name ../shared/data/tfds relative to the repository.
   os.makedirs(FLAGS.out, exist_ok=True)
   path = os.path.join(FLAGS.out, "results.jsonl")
   done = []

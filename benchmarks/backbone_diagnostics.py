@@ -23,6 +23,7 @@ import jax
 from ebm_vision.data import input_pipeline
 from ebm_vision.models import create_vit
 from ebm_vision.objectives import energy
+from ebm_vision.run import run_config
 from ebm_vision.transfer import block_statistics, features, pretrained
 
 flags.DEFINE_multi_string("workdir", None, "Pretraining workdirs, or 'random'.")
@@ -41,7 +42,7 @@ def backbone(workdir: str, reference):
     size = reference.data.image_size
     params = model.init(jax.random.PRNGKey(FLAGS.seed), np.zeros((1, size, size, 3)))["params"]
     return model, params, reference, {}
-  config = pretrained.load_run_config(workdir)
+  config = run_config.load(workdir)
   model, params = pretrained.load_pretrained(workdir)
   extra = {"param_norm": float(np.sqrt(sum(np.sum(np.square(p))
                                            for p in jax.tree.leaves(params))))}
@@ -67,11 +68,10 @@ def knn_per_block(model, params, config) -> list[float]:
 
 def main(argv):
   del argv
-  os.chdir(REPO)  # Data directories in configs are relative to the repository.
   input_pipeline.hide_accelerators_from_tf()
   runs = [w for w in FLAGS.workdir if w != "random"]
   if runs:
-    reference = pretrained.load_run_config(runs[0])
+    reference = run_config.load(runs[0])
   else:
     from configs import tiny_imagenet
     reference = tiny_imagenet.get_config()

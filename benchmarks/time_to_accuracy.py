@@ -113,7 +113,6 @@ def write_plot(rows: list[dict], path: str) -> None:
 
 def main(argv):
   del argv
-  os.chdir(harness.REPO)  # The configs name ../shared/data/tfds relative to the repository.
   for name in FLAGS.methods:
     if name not in METHODS:
       sys.exit(f"--methods: {name!r} is not one of {list(METHODS)}")

@@ -163,6 +163,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.time_budget_seconds = 0.0  # Stop with a checkpoint after this much training (clock starts after compilation); 0 = no limit.
   c.max_checkpoints_to_keep = 3  # Older checkpoints are deleted.
   c.async_checkpointing = True  # Write checkpoints in the background.
+  c.resume_override = False  # Resume even if fields the checkpoints depend on (model, objective, ...) differ from the workdir's config.json.
   return c
 
 

@@ -42,62 +42,66 @@ def evaluate(params, config, model) -> dict[str, float]:
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Fine-tunes `config.pretrained` (or a random init) on `config.data`; returns the last metrics."""
-  run = loop.setup(config, workdir, config_validation.validate_transfer)
+  with loop.setup(config, workdir, config_validation.validate_transfer) as run:
+    # ---------------------------------------------------- model and optimizer
+    probe = config.mode == "linear_probe"
+    num_classes = input_pipeline.num_classes(config.data)
+    model, params, _ = pretrained.backbone(
+        config, num_classes=num_classes, drop_path_rate=0. if probe else config.finetune.drop_path_rate)
+    if probe:  # Only the head learns; the backbone holds no optimizer moments.
+      scales = None
+      trainable = jax.tree_util.tree_map_with_path(
+          lambda path, _: getattr(path[0], "key", None) == "head", params)
+    else:
+      scales = layer_decay_scales(params, model.depth, config.finetune.layer_decay)
+      trainable = trainable_last_blocks(params, model.depth, config.finetune.train_last_blocks)
+    tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps,
+                                    lr_scales=scales, trainable=trainable)
+    init = functools.partial(
+        classification.init_probe_state if probe else classification.init_state, params, tx)
+    state_sharding = partitioning.state_shardings(
+        jax.eval_shape(init, jax.random.PRNGKey(config.seed)), run.mesh)
 
-  # ---------------------------------------------------- model and optimizer
-  probe = config.mode == "linear_probe"
-  num_classes = input_pipeline.num_classes(config.data)
-  model, params, _ = pretrained.backbone(
-      config, num_classes=num_classes, drop_path_rate=0. if probe else config.finetune.drop_path_rate)
-  if probe:  # Only the head learns; the backbone holds no optimizer moments.
-    scales = None
-    trainable = jax.tree_util.tree_map_with_path(
-        lambda path, _: getattr(path[0], "key", None) == "head", params)
-  else:
-    scales = layer_decay_scales(params, model.depth, config.finetune.layer_decay)
-    trainable = trainable_last_blocks(params, model.depth, config.finetune.train_last_blocks)
-  tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps,
-                                  lr_scales=scales, trainable=trainable)
-  init = functools.partial(
-      classification.init_probe_state if probe else classification.init_state, params, tx)
-  state_sharding = partitioning.state_shardings(
-      jax.eval_shape(init, jax.random.PRNGKey(config.seed)), tx, run.mesh)
+    # ------------------------------------------------ fresh or resumed state
+    manager = checkpointing.create_manager(workdir, config)
+    best = ocp.CheckpointManager(
+        paths.as_path(workdir) / "best",
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["eval/top1"],
+                                             best_mode="max"))
+    state = loop.restore_or_init(run, config, manager, init, state_sharding)
+    job = (f"{'Linear probe' if probe else 'Fine-tuning'} of "
+           f"{config.pretrained or 'a random init'}")
+    logging.info("%s", loop.startup_summary(run, config, job, model, state["params"],
+                                            int(state["step"]),
+                                            config.data.train_split))
+    train_iter = input_pipeline.create_train_iterator(
+        config.data, global_batch_size=config.batch_size, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        start_step=int(state["step"]), workdir=workdir, with_labels=True)
+    step_fn = partitioning.jit(
+        functools.partial(classification.probe_train_step if probe else classification.train_step,
+                          model=model, config=config, tx=tx, schedule=schedule,
+                          num_classes=num_classes), run.mesh,
+        in_shardings=(state_sharding, mesh_lib.batch_sharding(run.mesh)),
+        out_shardings=(state_sharding, mesh_lib.replicated(run.mesh)), donate_argnums=(0,))
 
-  # ------------------------------------------------ fresh or resumed state
-  manager = checkpointing.create_manager(workdir, config)
-  best = ocp.CheckpointManager(
-      paths.as_path(workdir) / "best",
-      options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["eval/top1"],
-                                           best_mode="max"))
-  state = loop.restore_or_init(manager, init, state_sharding, config.seed)
-  train_iter = input_pipeline.create_train_iterator(
-      config.data, global_batch_size=config.batch_size, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      start_step=int(state["step"]), workdir=workdir, with_labels=True)
-  step_fn = partitioning.jit(
-      functools.partial(classification.probe_train_step if probe else classification.train_step,
-                        model=model, config=config, tx=tx, schedule=schedule,
-                        num_classes=num_classes), run.mesh,
-      in_shardings=(state_sharding, mesh_lib.batch_sharding(run.mesh)),
-      out_shardings=(state_sharding, mesh_lib.replicated(run.mesh)), donate_argnums=(0,))
+    # ------------------------------------------------- evaluation, best/, loop
+    def evaluate_every(step, state, is_last):
+      if not (step % config.finetune.eval_every_steps == 0 or is_last):
+        return None
+      params = state["params"]
+      if probe:
+        params = classification.fold_standardization(params, state["probe_stats"])
+      scalars = evaluate(params, config, model)
+      run.writer.write_scalars(step, scalars)
+      best.save(step, args=ocp.args.StandardSave(params), metrics=scalars)
+      logging.info("step %d: top-1 %.4f, top-5 %.4f", step, scalars["eval/top1"],
+                   scalars["eval/top5"])
+      return scalars
 
-  # ------------------------------------------------- evaluation, best/, loop
-  def evaluate_every(step, state, is_last):
-    if not (step % config.finetune.eval_every_steps == 0 or is_last):
-      return None
-    params = state["params"]
-    if probe:
-      params = classification.fold_standardization(params, state["probe_stats"])
-    scalars = evaluate(params, config, model)
-    run.writer.write_scalars(step, scalars)
-    best.save(step, args=ocp.args.StandardSave(params), metrics=scalars)
-    logging.info("step %d: top-1 %.4f, top-5 %.4f", step, scalars["eval/top1"],
-                 scalars["eval/top5"])
+    scalars = loop.train_loop(run, config, manager, state, step_fn, train_iter,
+                              evaluate=evaluate_every)
+    best.wait_until_finished()
+    for m in (manager, best):
+      m.close()
     return scalars
-
-  scalars = loop.train_loop(run, config, manager, state, step_fn, train_iter,
-                            evaluate=evaluate_every)
-  best.wait_until_finished()
-  for m in (manager, best):
-    m.close()
-  return scalars

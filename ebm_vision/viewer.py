@@ -63,11 +63,14 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
   tx, _ = pretraining_optimizer(config)
   abstract = jax.eval_shape(functools.partial(train_step.init_state, model, tx, config),
                             jax.random.PRNGKey(0))
+  checkpoints = paths.as_path(workdir) / "checkpoints"
+  if not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+    raise FileNotFoundError(f"--workdir={workdir!r} holds no checkpoint (no {checkpoints}/<step>):"
+                            " --mode=restore reads a pretraining run's workdir")
   manager = checkpointing.create_manager(workdir, config)
+  checkpointing.check_param_shapes(manager, abstract["params"])
   state = checkpointing.restore_latest(
-      manager, checkpointing.abstract_like(abstract, partitioning.state_shardings(abstract, tx, mesh)))
-  if state is None:
-    raise FileNotFoundError(f"no checkpoint in {paths.as_path(workdir) / 'checkpoints'}")
+      manager, checkpointing.abstract_like(abstract, partitioning.state_shardings(abstract, mesh)))
   step = int(state["step"])
   images = jax.device_put(
       input_pipeline.eval_images(viewer_data_config(config), config.viewer.num_images),
@@ -80,7 +83,8 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
     diag = jax.device_get(diagnose(state["params"], images, jax.random.PRNGKey(config.seed + 1)))
     if is_chief:
       image_grid.save_png(out_dir / f"{task}_step_{step:08d}.png",
-                          restorations.grid(diag, config, config.viewer.num_grid_images))
+                          restorations.grid(diag, config, f"task {task}, checkpoint of step {step}",
+                                            config.viewer.num_grid_images))
     report[task] = restorations.scalars(diag)
   if is_chief:
     (out_dir / f"metrics_step_{step:08d}.json").write_text(json.dumps(report, indent=1))

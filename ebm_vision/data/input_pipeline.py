@@ -16,6 +16,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from ebm_vision.data import tfrecord_check
+from ebm_vision.run import paths
+from ebm_vision.run.errors import DataError
+
 
 def hide_accelerators_from_tf() -> None:
   """Keeps TensorFlow off GPUs/TPUs, which belong to JAX."""
@@ -29,26 +33,28 @@ def hide_accelerators_from_tf() -> None:
 def get_builder(data_config) -> tfds.core.DatasetBuilder:
   """The TFDS builder named by the config; fails with what was looked for, and where."""
   if data_config.builder_dir:
-    path = os.path.expanduser(data_config.builder_dir)
+    path = paths.repo_relative(data_config.builder_dir)
     if not tf.io.gfile.exists(os.path.join(path, "dataset_info.json")):
       raise FileNotFoundError(
           f"data.builder_dir={path!r} is not a prepared TFDS dataset directory "
           "(no dataset_info.json there); expected '<data_dir>/<name>/<version>'.")
     return tfds.builder_from_directory(path)
-  data_dir = os.path.expanduser(data_config.data_dir) if data_config.data_dir else None
+  data_dir = paths.repo_relative(data_config.data_dir) if data_config.data_dir else None
   where = data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+  if data_dir and data_dir != os.path.expanduser(data_config.data_dir):
+    where += f" (data.data_dir={data_config.data_dir!r}, relative to the repository)"
   try:
     builder = tfds.builder(data_config.name, data_dir=data_dir)
   except Exception as e:  # Unknown name and nothing prepared under that name.
     raise FileNotFoundError(
         f"TFDS data set data.name={data_config.name!r} not found under "
-        f"data_dir={where!r} ({type(e).__name__}). Prepare it there (for ImageNet: "
+        f"data_dir={where} ({type(e).__name__}). Prepare it there (for ImageNet: "
         "download the tars and run `tfds build imagenet2012 --data_dir=...`) "
         "or set data.data_dir / data.builder_dir.") from None
   if not builder.info.splits:
     raise FileNotFoundError(
         f"TFDS data set {data_config.name!r} is known but not prepared under "
-        f"data_dir={where!r} (looked for {builder.data_dir}).")
+        f"data_dir={where} (looked for {builder.data_dir}).")
   return builder
 
 
@@ -56,8 +62,41 @@ def check_split(builder: tfds.core.DatasetBuilder, split: str) -> None:
   """Raises a one-line error when `split` is not one of the builder's splits."""
   base = split.split("[")[0]
   if base not in builder.info.splits:
-    raise ValueError(f"split {split!r} not in {builder.info.name}'s splits "
-                     f"{sorted(builder.info.splits)}")
+    raise DataError(f"split {split!r} not in {builder.info.name}'s splits "
+                    f"{sorted(builder.info.splits)}")
+
+
+def shard_files(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
+  """The TFRecord files of `split` (a sub-split like 'train[:10%]' names its whole split's)."""
+  info = builder.info.splits[split.split("[")[0]]
+  return [os.path.join(builder.data_dir, f) for f in info.filenames]
+
+
+# What reading a damaged TFRecord raises: a bad record, or (TFDS) a shard that ends early.
+DATA_LOSS_ERRORS = (tf.errors.DataLossError, tf.errors.FailedPreconditionError)
+
+
+def data_loss_error(builder: tfds.core.DatasetBuilder, split: str,
+                    error: tf.errors.OpError) -> DataError:
+  """A one-line DataError naming the damaged shard and record, and how to mend it."""
+  first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+  where = tfrecord_check.explain(shard_files(builder, split), first_line,
+                                 builder.info.splits[split.split("[")[0]].shard_lengths)
+  where = where or f"a shard of {builder.info.name}/{split} ({first_line.split('}')[-1].strip()})"
+  return DataError(f"{where}. The prepared data set in {builder.data_dir} is damaged: copy it "
+                   f"again, or rebuild it with `tfds build {builder.info.name} "
+                   "--data_dir=<data_dir>`")
+
+
+def read_or_explain(iterator: Iterator, builder: Optional[tfds.core.DatasetBuilder],
+                    split: str) -> Iterator:
+  """`iterator`, with a damaged TFRecord reported by `data_loss_error`."""
+  try:
+    yield from iterator
+  except DATA_LOSS_ERRORS as e:
+    if builder is None:
+      raise
+    raise data_loss_error(builder, split, e) from None
 
 
 def dead_leaves_image(seed: tf.Tensor, size: int, num_disks: int = 128) -> tf.Tensor:
@@ -206,7 +245,14 @@ def eval_images(data_config, num_images: int, seed: int = 0) -> np.ndarray:
                             decoders={"image": tfds.decode.SkipDecoding()})
     ds = ds.take(num_images).map(lambda ex: decode_center_crop(
         ex["image"], size, data_config.eval_crop_fraction))
+    return np.stack(list(read_or_explain(ds.as_numpy_iterator(), builder,
+                                         data_config.eval_split)))
   return np.stack(list(ds.as_numpy_iterator()))
+
+
+def split_size(data_config, split: str) -> int:
+  """Number of examples of `split` (sub-splits like 'train[:10%]' included)."""
+  return get_builder(data_config).info.splits[split].num_examples
 
 
 def num_classes(data_config) -> int:
@@ -239,20 +285,30 @@ def labeled_batches(data_config, split: str, batch_size: int,
             for k, v in batch.items()}
 
   ds = ds.batch(batch_size).map(pad).prefetch(data_config.prefetch_batches)
-  return ds.as_numpy_iterator()
+  return read_or_explain(ds.as_numpy_iterator(), builder, split)
 
 
 class DataIterator:
-  """A numpy iterator over a tf.data stream whose position can be saved to disk."""
+  """A numpy iterator over a tf.data stream whose position can be saved to disk.
 
-  def __init__(self, ds: tf.data.Dataset):
+  A damaged TFRecord of `builder`'s `split` is reported by `data_loss_error`.
+  """
+
+  def __init__(self, ds: tf.data.Dataset, builder=None, split: str = ""):
     self._iterator = iter(ds)
+    self._builder, self._split = builder, split
 
   def __iter__(self) -> Iterator[dict]:
     return self
 
   def __next__(self) -> dict:
-    return {k: v._numpy() for k, v in next(self._iterator).items()}  # pylint: disable=protected-access
+    try:
+      batch = next(self._iterator)
+    except DATA_LOSS_ERRORS as e:
+      if self._builder is None:
+        raise
+      raise data_loss_error(self._builder, self._split, e) from None
+    return {k: v._numpy() for k, v in batch.items()}  # pylint: disable=protected-access
 
   def save(self, path: str) -> None:
     """Writes the iterator state (including shuffle buffers) under `path`."""
@@ -308,7 +364,8 @@ def create_train_iterator(data_config, *, global_batch_size: int, seed: int,
   ds = train_dataset(data_config, local_batch_size=global_batch_size // process_count,
                      seed=stream_seed, process_index=process_index,
                      process_count=process_count, with_labels=with_labels)
-  iterator = DataIterator(ds)
+  builder = get_builder(data_config) if data_config.source == "tfds" else None
+  iterator = DataIterator(ds, builder, data_config.train_split)
   if state_path:
     iterator.restore(state_path)
   return iterator

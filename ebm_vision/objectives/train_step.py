@@ -56,8 +56,7 @@ def sharded_train_step(model: nn.Module, config, tx: optax.GradientTransformatio
   donated, the batch is split over data×fsdp, the metrics are replicated.
   """
   init = functools.partial(init_state, model, tx, config)
-  shardings = partitioning.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), tx,
-                                           mesh)
+  shardings = partitioning.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), mesh)
   step = partitioning.jit(
       functools.partial(train_step, model=model, config=config, tx=tx, schedule=schedule), mesh,
       in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),

@@ -16,7 +16,6 @@ import re
 
 import flax.linen as nn
 import jax
-import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ebm_vision.parallel import mesh as mesh_lib
@@ -77,17 +76,34 @@ def param_shardings(params, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
   return jax.tree_util.tree_map_with_path(sharding, params)
 
 
-def state_shardings(abstract_state: dict, tx: optax.GradientTransformation, mesh: Mesh):
+def _dict_keys(path) -> tuple:
+  return tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
+
+
+def state_shardings(abstract_state: dict, mesh: Mesh):
   """Shardings of a train state {'params', 'opt_state', ...}: parameters by the rules,
-  their optimizer moments alike, everything else (step, rng, counts) replicated."""
+  their optimizer moments alike, everything else (step, rng, counts) replicated.
+
+  A moment is found by its path: the parameter's names end its path in the optimizer
+  state (inside whatever chains, masks and multi-transforms the optimizer nests them).
+  """
   replicated = mesh_lib.replicated(mesh)
   params = param_shardings(abstract_state["params"], mesh)
-  opt_state = optax.tree_map_params(
-      tx, lambda _, s: s, abstract_state["opt_state"], params,
-      transform_non_params=lambda _: replicated,
-      is_leaf=lambda x: isinstance(x, NamedSharding))
+  by_names = {_dict_keys(path): (s, leaf.shape) for (path, s), leaf in zip(
+      jax.tree_util.tree_flatten_with_path(params)[0],
+      jax.tree.leaves(abstract_state["params"]))}
+
+  def moment_sharding(path, leaf):
+    names = _dict_keys(path)
+    for start in range(len(names)):
+      sharding, shape = by_names.get(names[start:], (None, None))
+      if sharding is not None and shape == leaf.shape:
+        return sharding
+    return replicated
+
   out = jax.tree.map(lambda _: replicated, abstract_state)
-  out.update(params=params, opt_state=opt_state)
+  out.update(params=params, opt_state=jax.tree_util.tree_map_with_path(
+      moment_sharding, abstract_state["opt_state"]))
   return out
 
 

@@ -5,11 +5,12 @@ from ebm_vision.models import vit, vit_kwargs
 from ebm_vision.objectives import corruptions, energy
 from ebm_vision.parallel import mesh as mesh_lib
 from ebm_vision.run import paths
+from ebm_vision.run.errors import RunError
 
 DATA_SOURCES = ("tfds", "dead_leaves")  # Kept free of TensorFlow: see input_pipeline.
 
 
-class ConfigError(ValueError):
+class ConfigError(RunError, ValueError):
   """A config field has a value the code cannot run with."""
 
 

@@ -6,6 +6,7 @@ point's own `evaluate(step, state, is_last)` for what it measures on the side.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Callable, Optional
@@ -15,11 +16,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from clu import metric_writers, periodic_actions
+from jax.experimental import multihost_utils
 
 from ebm_vision.data import input_pipeline
 from ebm_vision.parallel import mesh as mesh_lib
-from ebm_vision.run import checkpointing, config_validation, preemption
-from ebm_vision.transfer import pretrained
+from ebm_vision.run import (checkpointing, config_validation, errors, preemption, run_config,
+                            workdir_lock)
 
 
 def first_non_finite(first_step: int, *series: list):
@@ -42,44 +44,107 @@ def step_metrics(metrics: dict, prefix: str = "") -> dict:
   return out
 
 
+PROGRESS_AFTER_STEPS = 3  # Steps after the (compiling) first one before progress and ETA show.
+
+
 @dataclasses.dataclass
 class Run:
   """What `setup` prepares for an entry point."""
   workdir: str
   mesh: jax.sharding.Mesh
   writer: metric_writers.MetricWriter
-  is_chief: bool  # Process 0: writes logs, images and result files.
+  is_chief: bool  # Process 0: writes logs, images and result files, and holds the lock.
+  lock: Optional[workdir_lock.WorkdirLock] = None
 
 
-def setup(config, workdir: str, validate: Callable[[object, int], None]) -> Run:
-  """Validates `config`, checks `workdir`, builds the mesh and the writer, records the config."""
+def hold_workdir(workdir: str, is_chief: bool) -> Optional[workdir_lock.WorkdirLock]:
+  """Process 0 takes the workdir's lock; with several processes, all learn whether it did
+  and stop together if not."""
+  lock, error = None, None
+  if is_chief:
+    try:
+      lock = workdir_lock.WorkdirLock(workdir).acquire()
+    except errors.WorkdirInUse as e:
+      error = e
+  if jax.process_count() > 1:
+    held = multihost_utils.broadcast_one_to_all(np.asarray(error is None))
+    if not held and error is None:
+      error = errors.WorkdirInUse(f"--workdir={workdir!r} is in use (see process 0's log)")
+  if error is not None:
+    raise error
+  return lock
+
+
+@contextlib.contextmanager
+def setup(config, workdir: str, validate: Callable[[object, int], None]):
+  """Validates `config`, checks and locks `workdir`, builds the mesh and the writer.
+
+  A context manager: the workdir's lock is released when the entry point ends.
+  """
   validate(config, jax.device_count())
   config_validation.check_workdir(workdir)
   input_pipeline.hide_accelerators_from_tf()
   is_chief = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief,
-                                                asynchronous=True)
-  if is_chief:
-    pretrained.save_run_config(workdir, config)
-  return Run(workdir, mesh_lib.create_mesh(config.mesh), writer, is_chief)
+  lock = hold_workdir(workdir, is_chief)
+  try:
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief,
+                                                  asynchronous=True)
+    yield Run(workdir, mesh_lib.create_mesh(config.mesh), writer, is_chief, lock)
+  finally:
+    if lock is not None:
+      lock.release()
 
 
-def restore_or_init(manager: ocp.CheckpointManager, init: Callable, state_sharding, seed: int):
-  """The latest checkpoint of `manager` laid out as `state_sharding`, or `init(key(seed))`."""
-  abstract = jax.eval_shape(init, jax.random.PRNGKey(seed))
+def startup_summary(run: Run, config, job: str, model, params, start_step: int,
+                    split: str) -> str:
+  """One paragraph of what a run is about to do (the full config is in config.json)."""
+  num_params = sum(x.size for x in jax.tree.leaves(params))
+  data = config.data
+  size = (f"{input_pipeline.split_size(data, split):,} images" if data.source == "tfds"
+          else "procedural")
+  mesh = " × ".join(f"{name} {n}" for name, n in run.mesh.shape.items())
+  devices = jax.devices()
+  return (f"{job}: ViT {model.depth}×{model.width}, patch {model.patch_size} "
+          f"({num_params / 1e6:.2f}M parameters); data {data.name if data.source == 'tfds' else data.source} "
+          f"{split} ({size}, {data.image_size}×{data.image_size}); {len(devices)} "
+          f"{devices[0].platform} device(s) in {jax.process_count()} process(es), mesh {mesh}; "
+          f"batch {config.batch_size}; steps {start_step} → {config.num_train_steps}; "
+          f"workdir {run.workdir} (full config: config.json)")
+
+
+def restore_or_init(run: Run, config, manager: ocp.CheckpointManager, init: Callable,
+                    state_sharding):
+  """The latest checkpoint of `manager` laid out as `state_sharding`, or `init(key(seed))`.
+
+  Resuming first checks the config against the recorded one (`run_config.check_resume`)
+  and the checkpoint's parameter shapes against the model's; the config is recorded
+  once the state exists, so a run that fails here leaves the record as it was.
+  """
+  abstract = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
+  if manager.latest_step() is not None:
+    run_config.check_resume(run.workdir, config)
+    checkpointing.check_param_shapes(manager, abstract["params"])
   state = checkpointing.restore_latest(manager,
                                        checkpointing.abstract_like(abstract, state_sharding))
   if state is None:
-    return jax.jit(init, out_shardings=state_sharding)(jax.random.PRNGKey(seed))
-  logging.info("Resumed from the checkpoint of step %d", int(state["step"]))
+    state = jax.jit(init, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
+  else:
+    logging.info("Resumed from the checkpoint of step %d", int(state["step"]))
+  if run.is_chief:
+    run_config.save(run.workdir, config)
   return state
 
 
-def save_checkpoint(manager, step: int, state: dict, train_iter, config, workdir: str,
-                    force: bool) -> None:
+def save_checkpoint(watch: checkpointing.SaveWatch, step: int, state: dict, train_iter, config,
+                    workdir: str, force: bool) -> None:
   """Saves `state` if the manager's policy (or `force`) says so, with the data iterator's
   state when `data.checkpoint_iterator`; prunes iterator states of deleted checkpoints."""
-  if checkpointing.save(manager, step, state, force=force) and config.data.checkpoint_iterator:
+  manager = watch.manager
+  watch.before_save()
+  if not checkpointing.save(manager, step, state, force=force):
+    return
+  watch.saved(step)
+  if config.data.checkpoint_iterator:
     train_iter.save(input_pipeline.iterator_state_path(workdir, step, jax.process_index()))
     input_pipeline.prune_iterator_states(workdir, [*manager.all_steps(), step])
 
@@ -104,12 +169,15 @@ def train_loop(run: Run, config, manager: ocp.CheckpointManager, state: dict, st
   pending, pending_from = {k: [] for k in watched}, start_step + 1
   scalars = {}
   timer_step, timer, budget_start = start_step, time.perf_counter(), None
+  saves = checkpointing.SaveWatch(manager)
   with preemption.PreemptionWatch(manager) as watch:
     for step in range(start_step + 1, config.num_train_steps + 1):
       state, metrics = step_fn(state, mesh_lib.global_batch(next(train_iter), run.mesh))
       for k in watched:
         pending[k].append(metrics[k])
-      progress(step)
+      saves.check()
+      if step > start_step + PROGRESS_AFTER_STEPS:  # The ETA leaves out compilation.
+        progress(step)
       out_of_time = False
       if time_budget_seconds:
         jax.block_until_ready(metrics["loss"])
@@ -122,10 +190,10 @@ def train_loop(run: Run, config, manager: ocp.CheckpointManager, state: dict, st
       if saving or step % config.log_every_steps == 0 or is_last:
         bad = first_non_finite(pending_from, *pending.values())
         if bad is not None:
-          manager.wait_until_finished()
+          saves.finish()
           raise FloatingPointError(
-              f"non-finite {' or '.join(watched)} at step {bad}; the last good checkpoint is "
-              f"step {manager.latest_step()} in {run.workdir}")
+              f"non-finite {' or '.join(watched)} at step {bad}; last good checkpoint: "
+              f"{checkpointing.describe_step(saves.last_good)} in {run.workdir}")
         loss_mean = float(np.mean(jax.device_get(pending["loss"])))
         pending, pending_from = {k: [] for k in watched}, step + 1
       if step % config.log_every_steps == 0 or is_last:
@@ -138,13 +206,15 @@ def train_loop(run: Run, config, manager: ocp.CheckpointManager, state: dict, st
       if evaluate is not None:
         scalars.update(evaluate(step, state, is_last) or {})
       if saving:
-        save_checkpoint(manager, step, state, train_iter, config, run.workdir,
+        save_checkpoint(saves, step, state, train_iter, config, run.workdir,
                         force=is_last or stop)
+        if run.lock is not None:
+          run.lock.heartbeat()
       if stop:
         logging.warning("Stopped (%s) after saving step %d in %s; the next launch resumes "
                         "from it.", "time budget" if out_of_time else "preemption", step,
                         run.workdir)
         break
-  manager.wait_until_finished()
+  saves.finish()
   run.writer.flush()
   return scalars

@@ -18,6 +18,18 @@ def as_path(path: str | os.PathLike) -> epath.Path:
   return epath.Path(path if "://" in path else os.path.abspath(path))
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def repo_relative(path: str) -> str:
+  """`path` with '~' expanded; a relative path is taken relative to the repository root
+  (where configs name their data folders), not to the current directory."""
+  path = os.path.expanduser(path)
+  if "://" in path or os.path.isabs(path):
+    return path
+  return os.path.normpath(os.path.join(REPO_ROOT, path))
+
+
 def ensure_writable(workdir: str | os.PathLike) -> epath.Path:
   """Creates `workdir` if needed and writes and removes a probe file in it.
 

@@ -34,18 +34,19 @@ def scalars(diag: dict, prefix: str = "") -> dict:
   return loop.step_metrics({k: v for k, v in diag.items() if k not in IMAGE_KEYS}, prefix)
 
 
-def grid(diag: dict, config, num_images=None):
-  """uint8 grid of the first `num_images` (default all): clean | corrupted | each step."""
+def grid(diag: dict, config, title: str, num_images=None):
+  """uint8 grid of the first `num_images` (default all): clean | corrupted | each step,
+  with column labels and `title` above."""
   shown = {k: diag[k][:, :num_images] if k == "trajectory" else diag[k][:num_images]
            for k in IMAGE_KEYS}
   return image_grid.restoration_grid(jax.device_get(shown), config.data.pixel_mean,
-                                     config.data.pixel_std)
+                                     config.data.pixel_std, title=title)
 
 
 def write_restorations(workdir: str, step: int, task: str, diag: dict, config, writer) -> dict:
   """Writes the task's restoration grid (PNG and TensorBoard); returns its eval scalars."""
   diag = jax.device_get(diag)
-  image = grid(diag, config)
+  image = grid(diag, config, f"task {task}, training step {step}")
   image_grid.save_png(paths.as_path(workdir) / "restorations" / f"{task}_step_{step:08d}.png",
                       image)
   writer.write_images(step, {f"restorations/{task}": image[None]})

@@ -1,7 +1,6 @@
 """Loading a pretraining checkpoint as a plain Flax ViT for transfer."""
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import flax
@@ -13,15 +12,7 @@ from etils import epath
 
 from ebm_vision.models import create_vit
 from ebm_vision.models.vit import ViT, resample_posemb
-from ebm_vision.run import paths
-
-CONFIG_FILE = "config.json"  # Written into the workdir by every pretraining run.
-
-
-def save_run_config(workdir, config) -> None:
-  """Records the run's config next to its checkpoints (read back by `load_pretrained`)."""
-  (paths.as_path(workdir) / CONFIG_FILE).write_text(config.to_json_best_effort(indent=1))
-
+from ebm_vision.run import paths, run_config
 
 def checkpoint_dir(path) -> tuple[epath.Path, epath.Path]:
   """(workdir, '<step>/state' folder) for a workdir or a checkpoints/<step> folder."""
@@ -59,14 +50,6 @@ def backbone(config, num_classes=None, drop_path_rate=None):
 def checkpoint_step(path) -> int:
   """The training step of the checkpoint `load_pretrained(path)` loads."""
   return int(checkpoint_dir(path)[1].parent.name)
-
-
-def load_run_config(workdir) -> ml_collections.ConfigDict:
-  """The config the run in `workdir` was trained with."""
-  path = paths.as_path(workdir) / CONFIG_FILE
-  if not path.exists():
-    raise FileNotFoundError(f"{path} is missing: pass model_config and image_size explicitly")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def restore_params(state_dir: epath.Path, group: str = "model") -> dict:
@@ -108,9 +91,9 @@ def load_pretrained(path: str, *, image_size: Optional[int] = None,
   """
   workdir, state_dir = checkpoint_dir(path)
   if model_config is None or image_size is None:
-    run_config = load_run_config(workdir)
-    model_config = model_config or run_config.model
-    image_size = image_size or run_config.data.image_size
+    recorded = run_config.load(workdir)
+    model_config = model_config or recorded.model
+    image_size = image_size or recorded.data.image_size
   model_config = ml_collections.ConfigDict(model_config)
   if drop_path_rate is not None:
     model_config.drop_path_rate = drop_path_rate

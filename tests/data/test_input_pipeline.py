@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from configs import common
 from ebm_vision.data import input_pipeline
+from ebm_vision.run import errors
 
 
 def data_config(**overrides):
@@ -122,5 +123,5 @@ def test_missing_dataset_says_what_was_looked_for_and_where(tmp_path):
 
 def test_unknown_split_is_rejected(tfds_dir):
   cfg = data_config(builder_dir=tfds_dir, train_split="trian")
-  with pytest.raises(ValueError, match="trian"):
+  with pytest.raises(errors.DataError, match="trian"):
     input_pipeline.train_dataset(cfg, local_batch_size=2, seed=0)

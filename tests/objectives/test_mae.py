@@ -67,7 +67,7 @@ def test_mae_trains_in_the_shared_loop_and_transfers_like_energy_pretraining(tin
   mesh = mesh_lib.create_mesh(config.mesh)
   trained = checkpointing.restore_latest(
       checkpointing.create_manager(str(tmp_path), config),
-      checkpointing.abstract_like(abstract, partitioning.state_shardings(abstract, tx, mesh)))
+      checkpointing.abstract_like(abstract, partitioning.state_shardings(abstract, mesh)))
   assert set(trained["params"]) == {"model", "decoder"}
   images = input_pipeline.eval_images(config.data, 8)
   loss = lambda params: float(mae.loss(

@@ -27,7 +27,7 @@ def restore_params(config, workdir):
       models.create_vit(config.model), tx, config, k), jax.random.PRNGKey(0))
   manager = checkpointing.create_manager(workdir, config)
   state = checkpointing.restore_latest(manager, checkpointing.abstract_like(
-      abstract, partitioning.state_shardings(abstract, tx, mesh)))
+      abstract, partitioning.state_shardings(abstract, mesh)))
   assert int(state["step"]) == STEPS
   return jax.device_get(state["params"])
 

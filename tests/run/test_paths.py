@@ -9,7 +9,7 @@ from etils import epath
 from fsspec.implementations.memory import MemoryFileSystem
 from PIL import Image
 
-from ebm_vision.run import config_validation, image_grid, paths
+from ebm_vision.run import config_validation, image_grid, paths, run_config
 from ebm_vision.transfer import pretrained
 
 
@@ -40,15 +40,15 @@ def test_as_path_keeps_uris_and_makes_local_paths_absolute(tmp_path, monkeypatch
 
 def test_workdir_in_a_bucket_is_written_there_and_not_on_local_disk(fake_gcs, tmp_path):
   config_validation.check_workdir("gs://bucket/run")
-  config = pretrained.ml_collections.ConfigDict({"model": {"width": 32}, "seed": 3})
-  pretrained.save_run_config("gs://bucket/run", config)
+  config = run_config.ml_collections.ConfigDict({"model": {"width": 32}, "seed": 3})
+  run_config.save("gs://bucket/run", config)
   image = np.random.default_rng(0).integers(0, 256, (6, 8, 3), np.uint8)
   image_grid.save_png("gs://bucket/run/restorations/mask_step_00000001.png", image)
 
   assert list(tmp_path.iterdir()) == []  # No local folder named 'gs:'.
   assert sorted(fake_gcs) == ["gs://bucket/run/config.json",
                               "gs://bucket/run/restorations/mask_step_00000001.png"]
-  assert pretrained.load_run_config("gs://bucket/run") == config
+  assert run_config.load("gs://bucket/run") == config
   with epath.Path("gs://bucket/run/restorations/mask_step_00000001.png").open("rb") as f:
     np.testing.assert_array_equal(np.asarray(Image.open(f)), image)
 

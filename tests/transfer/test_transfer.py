@@ -13,6 +13,7 @@ import pytest
 from configs import common
 from ebm_vision import frozen_eval, train
 from ebm_vision.data import input_pipeline
+from ebm_vision.run import run_config
 from ebm_vision.transfer import features, pretrained
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -66,7 +67,7 @@ def test_class_token_features_from_a_global_pool_checkpoint(pretrained_workdir):
 
 @pytest.mark.slow
 def test_loading_into_another_architecture_names_the_mismatched_shapes(pretrained_workdir):
-  model_config = pretrained.load_run_config(pretrained_workdir).model
+  model_config = run_config.load(pretrained_workdir).model
   model_config.width, model_config.mlp_dim = 32, 64
   with pytest.raises(ValueError, match=r"embedding/kernel: checkpoint \(4, 4, 3, 64\) vs "
                                        r"model \(4, 4, 3, 32\)"):
