@@ -64,6 +64,8 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.energy = ml_collections.ConfigDict()
   c.energy.readout = "sq_norm"  # E(x) from last-block tokens h: 'sq_norm' = ½Σ_tokens mean_channels h², 'sq_norm_pooled' = the same of the token mean, 'sq_norm_residual' = the same of h − (patch + position embeddings), 'projected_sq_norm' = the same of LN(h)·P, P a learned D×D energy head.
 
+  c.energy.tokens = "all"  # Tokens E sums over: 'all', or 'uncorrupted' (not wholly corrupted: masked patches are then restored through the visible tokens' outputs).
+
   c.restore = ml_collections.ConfigDict()
   c.restore.num_steps = 2  # K gradient steps on the input (the paper: "as few as one").
   c.restore.init_step_size = 5.0  # Initial α of every step (softplus keeps it positive); at init ∇ₓE has rms 0.03 (B/16) to 0.09 (Ti-sized), so the first step moves pixels by 0.15–0.5 std.

@@ -28,6 +28,10 @@ from ebm_vision.data.patches import patchify, unpatchify
 # 'projected_sq_norm' reads ½ Σ_tokens mean_channels (LN(h)·P)² of the final-norm tokens (the
 # transferred features) through a learned D×D map P, an energy head outside the ViT.
 READOUTS = ("sq_norm", "sq_norm_pooled", "sq_norm_residual", "projected_sq_norm")
+# Tokens the energy sums over: 'all', or 'uncorrupted' (those whose patch the corruption left
+# at least partly intact; an image corrupted everywhere keeps all). With 'uncorrupted', a
+# masked patch is restored only through what the visible tokens' outputs say about it.
+ENERGY_TOKENS = ("all", "uncorrupted")
 # Scale of the descent direction: 'none' steps by α·∇ₓE; 'rms' by α·∇ₓE / RMS(∇ₓE)
 # per image over the pixels that move (α is then in units of the pixels' std).
 STEP_NORMALIZATIONS = ("none", "rms")
@@ -58,7 +62,8 @@ def init_readout(readout: str, width: int, rng: jax.Array) -> dict:
 
 
 def energy(model: nn.Module, params, images: jnp.ndarray, *, readout: str = "sq_norm",
-           dropout_rng: Optional[jax.Array] = None) -> jnp.ndarray:
+           dropout_rng: Optional[jax.Array] = None,
+           token_weights: Optional[jnp.ndarray] = None) -> jnp.ndarray:
   """E_θ(images) -> [batch] float32; drop path is active iff `dropout_rng` is given.
 
   params: {'model': ViT params, 'readout': `init_readout`'s (absent when empty)}.
@@ -66,6 +71,8 @@ def energy(model: nn.Module, params, images: jnp.ndarray, *, readout: str = "sq_
   readout 'sq_norm_pooled': E = ½ N · mean_channels (mean_tokens h)²  (the pooled feature's);
   readout 'sq_norm_residual': E = ½ Σ_tokens mean_channels (h − z₀)², z₀ the embedded patches;
   readout 'projected_sq_norm': E = ½ Σ_tokens mean_channels (LN(h)·P)², LN the final norm.
+  token_weights [B, N]: weigh each token's term (the pooled read-out: a weighted mean);
+  None weighs all tokens 1.
   """
   train = dropout_rng is not None
   out = model.apply({"params": params["model"]}, images, train=train,
@@ -75,9 +82,20 @@ def energy(model: nn.Module, params, images: jnp.ndarray, *, readout: str = "sq_
     h = h - out["embedded"]
   if readout == "projected_sq_norm":
     h = out["encoded"] @ params["readout"]["kernel"]
+  w = jnp.ones(h.shape[:2], h.dtype) if token_weights is None else token_weights
   if readout == "sq_norm_pooled":
-    return 0.5 * h.shape[1] * jnp.mean(jnp.square(h.mean(axis=1)), axis=-1)
-  return 0.5 * jnp.sum(jnp.mean(jnp.square(h), axis=-1), axis=-1)
+    pooled = jnp.sum(h * w[..., None], axis=1) / jnp.maximum(w.sum(-1, keepdims=True), 1e-6)
+    return 0.5 * h.shape[1] * jnp.mean(jnp.square(pooled), axis=-1)
+  return 0.5 * jnp.sum(w * jnp.mean(jnp.square(h), axis=-1), axis=-1)
+
+
+def token_weights(tokens: str, region: jnp.ndarray, patch_size: int) -> Optional[jnp.ndarray]:
+  """[B, N] weights of the energy's tokens under `tokens` (one of ENERGY_TOKENS) for a
+  corrupted `region` [B, H, W, 1]; None for 'all'."""
+  if tokens == "all":
+    return None
+  intact = (patchify(region, patch_size).mean(-1) < 1.).astype(jnp.float32)
+  return jnp.where(intact.sum(-1, keepdims=True) > 0, intact, 1.)
 
 
 def step_sizes(raw_step_size: jnp.ndarray) -> jnp.ndarray:

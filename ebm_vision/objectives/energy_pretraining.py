@@ -28,10 +28,11 @@ def init_params(model: nn.Module, config, rng: jax.Array) -> dict:
   return {**params, "readout": readout} if readout else params
 
 
-def energy_fn(model: nn.Module, config, dropout_rng: Optional[jax.Array] = None):
+def energy_fn(model: nn.Module, config, dropout_rng: Optional[jax.Array] = None,
+              token_weights: Optional[jnp.ndarray] = None):
   """(energy params, images) -> energies [B]; drop path is active iff `dropout_rng` is given."""
   return functools.partial(energy.energy, model, readout=config.energy.readout,
-                           dropout_rng=dropout_rng)
+                           dropout_rng=dropout_rng, token_weights=token_weights)
 
 
 def energy_params(params) -> dict:
@@ -65,7 +66,8 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: 
   if not config.restore.learn_step_size:
     raw = jax.lax.stop_gradient(raw)
   alphas = energy.step_sizes(raw)
-  efn = energy_fn(model, config, dropout_rng if train else None)
+  weights = energy.token_weights(config.energy.tokens, corrupted.region, model.patch_size)
+  efn = energy_fn(model, config, dropout_rng if train else None, weights)
   r = config.restore
   trajectory, energies = energy.restore(
       efn, energy_params(params), corrupted.images, alphas, restore_rng,

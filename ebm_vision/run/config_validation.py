@@ -113,6 +113,7 @@ def validate_pretraining(config, num_devices: int) -> None:
     _check(config.mae.decoder_width % config.mae.decoder_num_heads == 0, config,
            "mae.decoder_num_heads", f"must divide mae.decoder_width={config.mae.decoder_width}")
   _choice(config, "energy.readout", energy.READOUTS)
+  _choice(config, "energy.tokens", energy.ENERGY_TOKENS)
   _check(config.restore.num_steps >= 1, config, "restore.num_steps", "must be ≥ 1")
   _check(config.restore.init_step_size > 0, config, "restore.init_step_size", "must be > 0")
   _check(config.restore.langevin_noise_scale >= 0, config, "restore.langevin_noise_scale",

@@ -30,9 +30,11 @@ def test_energy_is_one_float32_per_image(tiny_config, readout):
 
 
 def _loss_fn(model, clean, corrupted, region, remat, steps="all", norm_pix=False,
-             second_order="autodiff", readout="sq_norm", step_normalization="none"):
+             second_order="autodiff", readout="sq_norm", step_normalization="none",
+             tokens="all"):
   def loss(params):
-    efn = functools.partial(energy.energy, model, readout=readout)
+    efn = functools.partial(energy.energy, model, readout=readout,
+                            token_weights=energy.token_weights(tokens, region, model.patch_size))
     alphas = energy.step_sizes(params["raw_step_size"])
     traj, _ = energy.restore(efn, energy_pretraining.energy_params(params), corrupted, alphas,
                              jax.random.PRNGKey(0),
@@ -43,10 +45,12 @@ def _loss_fn(model, clean, corrupted, region, remat, steps="all", norm_pix=False
   return loss
 
 
-@pytest.mark.parametrize("readout, step_normalization", [
-    ("sq_norm", "none"), ("sq_norm_residual", "none"), ("sq_norm_pooled", "rms"),
-    ("projected_sq_norm", "none")])
-def test_parameter_gradient_matches_central_finite_differences(readout, step_normalization):
+@pytest.mark.parametrize("readout, step_normalization, tokens", [
+    ("sq_norm", "none", "all"), ("sq_norm_residual", "none", "all"),
+    ("sq_norm_pooled", "rms", "uncorrupted"), ("projected_sq_norm", "none", "all"),
+    ("sq_norm", "none", "uncorrupted")])
+def test_parameter_gradient_matches_central_finite_differences(readout, step_normalization,
+                                                               tokens):
   """The gradient flows through ∇ₓE (second order); float64 for exact differences."""
   with jax.enable_x64(True):
     model = vit.ViT(width=8, depth=1, mlp_dim=16, num_heads=2, patch_size=2,
@@ -62,7 +66,8 @@ def test_parameter_gradient_matches_central_finite_differences(readout, step_nor
       params["readout"] = readout_params
     params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
     loss = jax.jit(_loss_fn(model, clean, corrupted, region, "none", norm_pix=True,
-                            readout=readout, step_normalization=step_normalization))
+                            readout=readout, step_normalization=step_normalization,
+                            tokens=tokens))
     grads = jax.grad(loss)(params)
     # The classic mistake (input gradient taken without its graph) leaves the
     # network's weights without gradient: they must have one.
@@ -155,6 +160,22 @@ def test_residual_readout_ignores_the_patch_embeddings_own_norm():
   assert np.all(np.asarray(energy.energy(model, params, x, readout="sq_norm")) > 1.)
   np.testing.assert_allclose(energy.energy(model, params, x, readout="sq_norm_residual"), 0.,
                              atol=1e-10)
+
+
+def test_uncorrupted_tokens_leave_out_wholly_corrupted_patches():
+  region = jnp.zeros((2, 8, 8, 1)).at[0, :4, :4].set(1.).at[0, :4, 4:6].set(1.).at[1].set(1.)
+  weights = energy.token_weights("uncorrupted", region, patch_size=4)
+  # Image 0: patch 0 wholly masked, patch 1 half (kept), 2 and 3 intact; image 1: all
+  # corrupted, so all kept (a whole-image task).
+  np.testing.assert_array_equal(weights, [[0., 1., 1., 1.], [1., 1., 1., 1.]])
+  assert energy.token_weights("all", region, 4) is None
+  model = vit.ViT(width=16, depth=1, mlp_dim=32, num_heads=2, patch_size=4)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+  params = {"model": model.init(jax.random.PRNGKey(1), x)["params"]}
+  h = model.apply({"params": params["model"]}, x)["tokens"]
+  per_token = 0.5 * jnp.mean(jnp.square(h), axis=-1)
+  np.testing.assert_allclose(energy.energy(model, params, x, token_weights=weights),
+                             jnp.sum(per_token * weights, axis=-1), rtol=1e-6)
 
 
 def test_rms_step_is_scale_free_and_moves_by_alpha():
