@@ -112,6 +112,14 @@ def main(argv):
       if jax.process_index() == 0:
         print(train.summary_line(FLAGS.config, FLAGS.workdir, scalars,
                                  time.perf_counter() - start))
+  except errors.Preempted as e:
+    # The checkpoint is durable: exit now, skipping the seconds of library teardown that
+    # a preemption notice's grace period cannot spare.
+    logging.warning("%s", e)
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # pylint: disable=protected-access
   except (errors.RunError, FileNotFoundError, FloatingPointError) as e:
     if FLAGS.debug:
       raise

@@ -19,3 +19,7 @@ class CheckpointError(RunError):
 
 class DataError(RunError):
   """The input data cannot be read."""
+
+
+class Preempted(Exception):
+  """The run saved a checkpoint at a preemption notice and must exit now (not an error)."""

@@ -157,6 +157,8 @@ def train_loop(run: Run, config, manager: ocp.CheckpointManager, state: dict, st
   Args:
     step_fn: jitted (state, global batch) -> (state, metrics).
     watched: metrics whose non-finite value stops the run (FloatingPointError).
+    A preemption notice ends the loop with errors.Preempted once its checkpoint is
+    durable (main.py then exits at once, status 0).
     evaluate: (step, state, is_last) -> dict of scalars (already written) or None; runs
       after every step, before its checkpoint.
     time_budget_seconds: stop with a checkpoint after this much training, timed on
@@ -203,7 +205,8 @@ def train_loop(run: Run, config, manager: ocp.CheckpointManager, state: dict, st
                                            (time.perf_counter() - timer))
         run.writer.write_scalars(step, scalars)
         timer_step, timer = step, time.perf_counter()
-      if evaluate is not None:
+      preempted = stop and not out_of_time
+      if evaluate is not None and not preempted:  # A preempted run saves at once.
         scalars.update(evaluate(step, state, is_last) or {})
       if saving:
         save_checkpoint(saves, step, state, train_iter, config, run.workdir,
@@ -211,9 +214,13 @@ def train_loop(run: Run, config, manager: ocp.CheckpointManager, state: dict, st
         if run.lock is not None:
           run.lock.heartbeat()
       if stop:
-        logging.warning("Stopped (%s) after saving step %d in %s; the next launch resumes "
-                        "from it.", "time budget" if out_of_time else "preemption", step,
-                        run.workdir)
+        saves.finish()  # Durable before anything else.
+        run.writer.flush()
+        message = (f"Stopped ({'preemption' if preempted else 'time budget'}) after saving "
+                   f"step {step} in {run.workdir}; the next launch resumes from it.")
+        if preempted:
+          raise errors.Preempted(message)
+        logging.warning("%s", message)
         break
   saves.finish()
   run.writer.flush()
