@@ -46,7 +46,7 @@ def backbone(workdir: str, reference):
   model, params = pretrained.load_pretrained(workdir)
   extra = {"param_norm": float(np.sqrt(sum(np.sum(np.square(p))
                                            for p in jax.tree.leaves(params))))}
-  state_dir = pretrained.checkpoint_dir(workdir)[1]
+  state_dir = pretrained.find_checkpoint(workdir).item_dir
   if config.get("method", "energy") == "energy":
     raw = pretrained.restore_params(state_dir, "restore")["raw_step_size"]
     extra["step_sizes"] = np.asarray(energy.step_sizes(raw)).round(3).tolist()

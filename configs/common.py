@@ -56,7 +56,8 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.model.num_heads = config_dict.placeholder(int)  # Overrides the variant's heads.
   c.model.patch_size = config_dict.placeholder(int)  # Overrides the variant's patch size.
   c.model.posemb = "sincos2d"  # Position embedding: 'sincos2d' (fixed, MAE) or 'learn'.
-  c.model.pool_type = "gap"  # Pooled feature for transfer: 'gap' (token mean) or 'token' (class token).
+  c.model.pool_type = "gap"  # Pooled feature for transfer: 'gap' (mean of the patch tokens) or 'token' (class token).
+  c.model.class_token = config_dict.placeholder(bool)  # Prepend a learned class token; None = only with pool_type='token' (MAE's and timm's checkpoints have one).
   c.model.drop_path_rate = 0.0  # Stochastic depth at the last block (MAE pretrains without).
   c.model.compute_dtype = "bfloat16"  # Activations' dtype, 'bfloat16' or 'float32'; params stay float32.
   c.model.remat_blocks = False  # Recompute each block in the backward pass (less memory, ~1 more forward).

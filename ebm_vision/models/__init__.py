@@ -34,4 +34,5 @@ def create_vit(model_config, num_classes: Optional[int] = None) -> ViT:
   return ViT(**kw, posemb=model_config.posemb, pool_type=model_config.pool_type,
              num_classes=num_classes, drop_path_rate=model_config.drop_path_rate,
              dtype=DTYPES[model_config.compute_dtype],
-             remat_blocks=model_config.get("remat_blocks", False))
+             remat_blocks=model_config.get("remat_blocks", False),
+             class_token=model_config.get("class_token", None))

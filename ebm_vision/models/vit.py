@@ -159,7 +159,8 @@ class ViT(nn.Module):
   Keys: `embedded` (patch + position embeddings, the first block's input, [B, N, D]),
   `tokens` (last block output before the final norm, [B, N, D]),
   `encoded` (after `encoder_norm`), `pre_logits` (pooled, [B, D]) and, with
-  `num_classes`, `logits`. Outputs are float32 when computing in bfloat16.
+  `num_classes`, `logits`. Outputs are float32 when computing in bfloat16. Token
+  outputs include the class token first when the model has one.
   """
   width: int
   depth: int
@@ -172,6 +173,11 @@ class ViT(nn.Module):
   drop_path_rate: float = 0.
   dtype: Any = jnp.float32
   remat_blocks: bool = False
+  class_token: Optional[bool] = None  # Prepend a learned 'cls' token; None: iff pool_type='token'.
+
+  @property
+  def has_class_token(self) -> bool:
+    return self.pool_type == "token" if self.class_token is None else self.class_token
 
   @nn.compact
   def __call__(self, images, *, train: bool = False, token_ids=None):
@@ -193,7 +199,7 @@ class ViT(nn.Module):
     x = x + pos.astype(self.dtype)
     if token_ids is not None:
       x = jnp.take_along_axis(x, token_ids[..., None], axis=1)
-    if self.pool_type == "token":
+    if self.has_class_token:
       cls = self.param("cls", nn.initializers.zeros, (1, 1, d), jnp.float32)
       x = jnp.concatenate([jnp.tile(cls.astype(self.dtype), (b, 1, 1)), x], axis=1)
 
@@ -203,7 +209,10 @@ class ViT(nn.Module):
     out_dtype = jnp.promote_types(self.dtype, jnp.float32)
     out = {"tokens": tokens.astype(out_dtype), "encoded": encoded.astype(out_dtype),
            "embedded": x.astype(out_dtype)}
-    pooled = encoded[:, 0] if self.pool_type == "token" else encoded.mean(axis=1)
+    if self.pool_type == "token":
+      pooled = encoded[:, 0]
+    else:  # The mean of the patch tokens (a class token, if any, left out).
+      pooled = encoded[:, int(self.has_class_token):].mean(axis=1)
     out["pre_logits"] = pooled.astype(out_dtype)
     if self.num_classes:
       out["logits"] = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,

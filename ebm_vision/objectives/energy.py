@@ -83,6 +83,8 @@ def energy(model: nn.Module, params, images: jnp.ndarray, *, readout: str = "sq_
   if readout == "projected_sq_norm":
     h = out["encoded"] @ params["readout"]["kernel"]
   w = jnp.ones(h.shape[:2], h.dtype) if token_weights is None else token_weights
+  if w.shape[1] == h.shape[1] - 1:  # A class token (first) always counts.
+    w = jnp.concatenate([jnp.ones_like(w[:, :1]), w], axis=1)
   if readout == "sq_norm_pooled":
     pooled = jnp.sum(h * w[..., None], axis=1) / jnp.maximum(w.sum(-1, keepdims=True), 1e-6)
     return 0.5 * h.shape[1] * jnp.mean(jnp.square(pooled), axis=-1)

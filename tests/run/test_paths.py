@@ -56,11 +56,14 @@ def test_workdir_in_a_bucket_is_written_there_and_not_on_local_disk(fake_gcs, tm
 def test_checkpoint_in_a_bucket_is_found_by_its_workdir_or_its_folder(fake_gcs):
   for step in (3, 12):
     (epath.Path("gs://bucket/run/checkpoints") / str(step) / "state").mkdir(parents=True)
-  workdir, state = pretrained.checkpoint_dir("gs://bucket/run")
-  assert (str(workdir), str(state)) == ("gs://bucket/run", "gs://bucket/run/checkpoints/12/state")
+  run_config.save("gs://bucket/run", run_config.ml_collections.ConfigDict({"mode": "pretrain"}))
+  found = pretrained.find_checkpoint("gs://bucket/run")
+  assert (str(found.workdir), str(found.item_dir)) == (
+      "gs://bucket/run", "gs://bucket/run/checkpoints/12/state")
+  assert found.kind == "pretraining"
   assert pretrained.checkpoint_step("gs://bucket/run") == 12
   assert pretrained.checkpoint_step("gs://bucket/run/checkpoints/3") == 3
-  with pytest.raises(FileNotFoundError, match="neither a workdir"):
+  with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
     pretrained.checkpoint_step("gs://bucket/elsewhere")
 
 

@@ -14,6 +14,7 @@ from configs import common
 from ebm_vision import frozen_eval, train
 from ebm_vision.data import input_pipeline
 from ebm_vision.run import run_config
+from ebm_vision.run.errors import CheckpointError
 from ebm_vision.transfer import features, pretrained
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -69,7 +70,7 @@ def test_class_token_features_from_a_global_pool_checkpoint(pretrained_workdir):
 def test_loading_into_another_architecture_names_the_mismatched_shapes(pretrained_workdir):
   model_config = run_config.load(pretrained_workdir).model
   model_config.width, model_config.mlp_dim = 32, 64
-  with pytest.raises(ValueError, match=r"embedding/kernel: checkpoint \(4, 4, 3, 64\) vs "
+  with pytest.raises(CheckpointError, match=r"embedding/kernel: checkpoint \(4, 4, 3, 64\) vs "
                                        r"model \(4, 4, 3, 32\)"):
     pretrained.load_pretrained(pretrained_workdir, model_config=model_config, image_size=16)
 
