@@ -27,7 +27,13 @@ from ebm_vision.data.patches import patchify, unpatchify
 # embeddings z₀ (the energy then ignores the embedding's own norm).
 # 'projected_sq_norm' reads ½ Σ_tokens mean_channels (LN(h)·P)² of the final-norm tokens (the
 # transferred features) through a learned D×D map P, an energy head outside the ViT.
-READOUTS = ("sq_norm", "sq_norm_pooled", "sq_norm_residual", "projected_sq_norm")
+# 'reconstruction' is the energy of how far x is from what the network makes of it:
+# E = ½ ‖x − f(x)‖², f(x) = the patches of a linear read-out of the final-norm tokens. Then
+# ∇ₓE = (I − J_f)ᵀ (x − f(x)): a descent step moves x towards f(x), a direct output of the
+# network, instead of relying on the Jacobian of ½‖h‖² alone (an energy parameterization
+# that trains like a denoiser; Salimans & Ho 2021, "Should EBMs model the energy or the score?").
+READOUTS = ("sq_norm", "sq_norm_pooled", "sq_norm_residual", "projected_sq_norm",
+            "reconstruction")
 # Tokens the energy sums over: 'all', or 'uncorrupted' (those whose patch the corruption left
 # at least partly intact; an image corrupted everywhere keeps all). With 'uncorrupted', a
 # masked patch is restored only through what the visible tokens' outputs say about it.
@@ -54,11 +60,17 @@ SECOND_ORDER_MODES = ("autodiff", "reverse_over_forward")
 EnergyFn = Callable[[Any, jnp.ndarray], jnp.ndarray]
 
 
-def init_readout(readout: str, width: int, rng: jax.Array) -> dict:
-  """Parameters of the read-out: {'kernel': P [D, D]} for 'projected_sq_norm', else {}."""
-  if readout != "projected_sq_norm":
-    return {}
-  return {"kernel": nn.initializers.lecun_normal()(rng, (width, width), jnp.float32)}
+def init_readout(readout: str, width: int, rng: jax.Array, patch_size: int = 0) -> dict:
+  """Parameters of the read-out: {'kernel': P [D, D]} for 'projected_sq_norm'; a linear
+  map of each token to its patch's pixels, {'kernel' [D, p·p·3], 'bias'}, for
+  'reconstruction'; else {}."""
+  if readout == "projected_sq_norm":
+    return {"kernel": nn.initializers.lecun_normal()(rng, (width, width), jnp.float32)}
+  if readout == "reconstruction":
+    size = patch_size * patch_size * 3
+    return {"kernel": 0.02 * jax.random.normal(rng, (width, size), jnp.float32),
+            "bias": jnp.zeros((size,), jnp.float32)}
+  return {}
 
 
 def energy(model: nn.Module, params, images: jnp.ndarray, *, readout: str = "sq_norm",
@@ -70,13 +82,20 @@ def energy(model: nn.Module, params, images: jnp.ndarray, *, readout: str = "sq_
   readout 'sq_norm': E = ½ Σ_tokens mean_channels h²  (every token's energy);
   readout 'sq_norm_pooled': E = ½ N · mean_channels (mean_tokens h)²  (the pooled feature's);
   readout 'sq_norm_residual': E = ½ Σ_tokens mean_channels (h − z₀)², z₀ the embedded patches;
-  readout 'projected_sq_norm': E = ½ Σ_tokens mean_channels (LN(h)·P)², LN the final norm.
+  readout 'projected_sq_norm': E = ½ Σ_tokens mean_channels (LN(h)·P)², LN the final norm;
+  readout 'reconstruction': E = ½ Σ_patches ‖x_patch − LN(h)·V − b‖², V, b the read-out.
   token_weights [B, N]: weigh each token's term (the pooled read-out: a weighted mean);
   None weighs all tokens 1.
   """
   train = dropout_rng is not None
   out = model.apply({"params": params["model"]}, images, train=train,
                     rngs={"dropout": dropout_rng} if train else {})
+  if readout == "reconstruction":
+    encoded = out["encoded"][:, int(model.has_class_token):]  # Patch tokens only.
+    predicted = encoded @ params["readout"]["kernel"] + params["readout"]["bias"]
+    per_patch = 0.5 * jnp.sum(jnp.square(patchify(images, model.patch_size) - predicted), -1)
+    w = jnp.ones(per_patch.shape) if token_weights is None else token_weights
+    return jnp.sum(w * per_patch, axis=-1)
   h = out["tokens"]
   if readout == "sq_norm_residual":
     h = h - out["embedded"]

@@ -24,7 +24,8 @@ def init_params(model: nn.Module, config, rng: jax.Array) -> dict:
                             train=False)["params"]
   raw = energy.raw_step_size_init(config.restore.init_step_size, config.restore.num_steps)
   params = {"model": model_params, "restore": {"raw_step_size": raw}}
-  readout = energy.init_readout(config.energy.readout, model.width, jax.random.fold_in(rng, 1))
+  readout = energy.init_readout(config.energy.readout, model.width, jax.random.fold_in(rng, 1),
+                                model.patch_size)
   return {**params, "readout": readout} if readout else params
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ebm_vision import models
+from ebm_vision.data.patches import patchify
 from ebm_vision.models import vit
 from ebm_vision.objectives import energy, energy_pretraining, train_step
 
@@ -48,7 +49,7 @@ def _loss_fn(model, clean, corrupted, region, remat, steps="all", norm_pix=False
 @pytest.mark.parametrize("readout, step_normalization, tokens", [
     ("sq_norm", "none", "all"), ("sq_norm_residual", "none", "all"),
     ("sq_norm_pooled", "rms", "uncorrupted"), ("projected_sq_norm", "none", "all"),
-    ("sq_norm", "none", "uncorrupted")])
+    ("sq_norm", "none", "uncorrupted"), ("reconstruction", "none", "all")])
 def test_parameter_gradient_matches_central_finite_differences(readout, step_normalization,
                                                                tokens):
   """The gradient flows through ∇ₓE (second order); float64 for exact differences."""
@@ -61,7 +62,7 @@ def test_parameter_gradient_matches_central_finite_differences(readout, step_nor
     corrupted = jnp.where(region > 0, jax.random.normal(k[1], clean.shape, jnp.float64), clean)
     params = {"model": model.init(k[2], clean)["params"],
               "raw_step_size": jnp.array([0.3, -0.2], jnp.float64)}
-    readout_params = energy.init_readout(readout, 8, k[0])
+    readout_params = energy.init_readout(readout, 8, k[0], patch_size=2)
     if readout_params:
       params["readout"] = readout_params
     params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
@@ -176,6 +177,24 @@ def test_uncorrupted_tokens_leave_out_wholly_corrupted_patches():
   per_token = 0.5 * jnp.mean(jnp.square(h), axis=-1)
   np.testing.assert_allclose(energy.energy(model, params, x, token_weights=weights),
                              jnp.sum(per_token * weights, axis=-1), rtol=1e-6)
+
+
+def test_reconstruction_energy_is_the_distance_to_the_readout():
+  """E = ½‖x − f(x)‖²: with a zero read-out, f = 0, so E = ½‖x‖² and ∇ₓE = x; with a
+  read-out bias b, E = ½‖x − b‖² per patch."""
+  model = vit.ViT(width=16, depth=1, mlp_dim=32, num_heads=2, patch_size=4)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+  readout = jax.tree.map(jnp.zeros_like, energy.init_readout("reconstruction", 16,
+                                                             jax.random.PRNGKey(2), 4))
+  params = {"model": model.init(jax.random.PRNGKey(1), x)["params"], "readout": readout}
+  efn = functools.partial(energy.energy, model, readout="reconstruction")
+  e, grad = energy.input_gradient(efn, params, x)
+  np.testing.assert_allclose(e, 0.5 * jnp.sum(jnp.square(x), axis=(1, 2, 3)), rtol=1e-5)
+  np.testing.assert_allclose(grad, x, rtol=1e-5, atol=1e-6)
+  bias = jnp.linspace(-1., 1., 48)
+  params["readout"] = {**readout, "bias": bias}
+  expected = 0.5 * jnp.sum(jnp.square(patchify(x, 4) - bias), axis=(1, 2))
+  np.testing.assert_allclose(efn(params, x), expected, rtol=1e-5)
 
 
 def test_rms_step_is_scale_free_and_moves_by_alpha():
