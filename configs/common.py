@@ -46,6 +46,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.method = "energy"  # Pretraining objective: 'energy' (this method) or 'mae' (the MAE baseline, configs/mae_*.py).
   c.seed = 0  # Seeds parameters, corruptions, restoration noise and data order.
   c.batch_size = 4096  # Global batch over all devices and hosts (MAE: 4096).
+  c.grad_accum_steps = 1  # Micro-batches per optimizer step (a scan inside the step): activations of batch_size / grad_accum_steps images at a time.
   c.num_train_steps = steps(100, IMAGENET_TRAIN_IMAGES, c.batch_size)  # 100 ImageNet epochs.
 
   c.model = ml_collections.ConfigDict()

@@ -158,6 +158,14 @@ def apply_task(name: str, images, rng, corruption_config, spec: ImageSpec) -> Co
   return CORRUPTIONS[name](images, rng, spec, **options)
 
 
+def corrupt_each(images, keys, corruption_config, spec: ImageSpec) -> Corrupted:
+  """`corrupt` with one key per image (keys [B]): an image's corruption depends on its own
+  key alone, so a batch split into micro-batches is corrupted as the whole batch is."""
+  one = lambda x, k: corrupt(x[None], k, corruption_config, spec)
+  out = jax.vmap(one)(images, keys)
+  return Corrupted(out.images[:, 0], out.region[:, 0])
+
+
 def corrupt(images, rng, corruption_config, spec: ImageSpec) -> Corrupted:
   """Applies `corruption_config.name`: one task, or a 'mix' / 'compose' of several.
 

@@ -181,7 +181,8 @@ def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.nda
     params: its parameters.
     corrupted: starting images x_0.
     alphas: [K] step sizes; K is the number of steps.
-    rng: key for Langevin noise (unused when `langevin_noise_scale` is 0).
+    rng: key for Langevin noise, or one key per image [B] (unused when
+      `langevin_noise_scale` is 0).
     update_mask: [B, H, W, 1] in {0, 1}; only pixels where it is 1 move.
     langevin_noise_scale: σ of the Langevin term √(2α)·σ·ε; 0 for plain descent.
     remat: a key of REMAT_POLICIES; rematerializes each step so memory stays flat in K.
@@ -207,13 +208,20 @@ def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.nda
       grad_x = grad_x / rms_over_mask(grad_x, mask)
     x = x - alpha * mask * grad_x
     if langevin_noise_scale:
-      noise = jax.random.normal(key, x.shape, x.dtype)
+      if key.ndim == 2:
+        noise = jax.vmap(lambda k, xi: jax.random.normal(k, xi.shape, xi.dtype))(key, x)
+      else:
+        noise = jax.random.normal(key, x.shape, x.dtype)
       x = x + jnp.sqrt(2. * alpha) * langevin_noise_scale * mask * noise
     return x, (x, e)
 
   if REMAT_POLICIES[remat] is not None:
     step = jax.checkpoint(step, policy=REMAT_POLICIES[remat])
-  keys = jax.random.split(rng, alphas.shape[0])
+  num_steps = alphas.shape[0]
+  if rng.ndim == 2:  # One key per image: [K, B] keys, each image's noise from its own.
+    keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, num_steps))(rng), 0, 1)
+  else:
+    keys = jax.random.split(rng, num_steps)
   _, (trajectory, energies) = jax.lax.scan(step, corrupted, (alphas, keys), unroll=unroll)
   return trajectory, energies
 

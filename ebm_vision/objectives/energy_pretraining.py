@@ -56,13 +56,19 @@ class Restoration(NamedTuple):
   energy: Callable[[jnp.ndarray], jnp.ndarray]  # images -> E [B], with the same parameters.
 
 
-def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: bool,
+def corrupt_and_restore(model: nn.Module, config, params, clean, keys, *, train: bool,
                         corruption_config=None) -> Restoration:
   """Corrupts normalized `clean` with `corruption_config` (default: the pretext task) and
-  restores it by `config.restore.num_steps` steps of descent on the energy."""
-  corrupt_rng, restore_rng, dropout_rng = jax.random.split(rng, 3)
-  corrupted = corruptions.corrupt(clean, corrupt_rng, corruption_config or config.corruption,
-                                  image_spec(model, config))
+  restores it by `config.restore.num_steps` steps of descent on the energy.
+
+  keys [B]: one per image, for its corruption and Langevin noise (drop path draws from
+  the first).
+  """
+  split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
+  corrupt_keys, restore_keys, dropout_rng = split[:, 0], split[:, 1], split[0, 2]
+  corrupted = corruptions.corrupt_each(clean, corrupt_keys,
+                                       corruption_config or config.corruption,
+                                       image_spec(model, config))
   raw = params["restore"]["raw_step_size"]
   if not config.restore.learn_step_size:
     raw = jax.lax.stop_gradient(raw)
@@ -71,7 +77,7 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: 
   efn = energy_fn(model, config, dropout_rng if train else None, weights)
   r = config.restore
   trajectory, energies = energy.restore(
-      efn, energy_params(params), corrupted.images, alphas, restore_rng,
+      efn, energy_params(params), corrupted.images, alphas, restore_keys,
       update_mask=corrupted.region if r.update_region == "corrupted" else None,
       langevin_noise_scale=r.langevin_noise_scale, remat=r.remat, second_order=r.second_order,
       unroll=r.unroll_steps, step_normalization=r.step_normalization)
@@ -79,14 +85,14 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, rng, *, train: 
                      functools.partial(efn, energy_params(params)))
 
 
-def loss(params, clean, rng, *, model: nn.Module, config):
-  """Restoration loss of a batch of normalized clean images, with metrics.
+def loss(params, clean, keys, *, model: nn.Module, config):
+  """Restoration loss of a batch of normalized clean images (one key each), with metrics.
 
   With `loss.energy_ranking_weight` > 0 it adds the ranking term of
   `energy.energy_ranking_loss`: the clean image must have lower energy than the
   corrupted one and every restored one.
   """
-  r = corrupt_and_restore(model, config, params, clean, rng, train=True)
+  r = corrupt_and_restore(model, config, params, clean, keys, train=True)
   region = r.corrupted.region if config.loss.region == "corrupted" else jnp.ones_like(
       r.corrupted.region)
   total, per_step = energy.restoration_loss(
@@ -111,7 +117,8 @@ def diagnostics(params, images, rng, *, model: nn.Module, config,
   mean energies `energy_clean`, `energy_corrupted` and `energy_restored` [K].
   """
   clean = pixels.normalize(images, config.data.pixel_mean, config.data.pixel_std)
-  r = corrupt_and_restore(model, config, params, clean, rng, train=False,
+  r = corrupt_and_restore(model, config, params, clean,
+                          jax.random.split(rng, clean.shape[0]), train=False,
                           corruption_config=corruption_config)
   return {**image_metrics.restoration_metrics(
               clean, r.corrupted.images, r.corrupted.region, r.trajectory,

@@ -50,14 +50,16 @@ def create_decoder(config, model) -> Decoder:
                  config.mae.decoder_num_heads, model.patch_size, dtype=model.dtype)
 
 
-def random_masking(rng: jax.Array, batch_size: int, num_patches: int, ratio: float):
-  """Per-image uniform random masking of round(ratio · N) patches.
+def random_masking(keys: jax.Array, num_patches: int, ratio: float):
+  """Per-image uniform random masking of round(ratio · N) patches, one key per image.
 
   Returns (ids_keep [B, n_visible] in shuffled order, mask [B, N] with 1 on masked
   patches, ids_restore [B, N] that undoes the shuffle).
   """
+  batch_size = keys.shape[0]
   num_visible = num_patches - int(round(ratio * num_patches))
-  ids_shuffle = jnp.argsort(jax.random.uniform(rng, (batch_size, num_patches)), axis=1)
+  noise = jax.vmap(lambda k: jax.random.uniform(k, (num_patches,)))(keys)
+  ids_shuffle = jnp.argsort(noise, axis=1)
   ids_restore = jnp.argsort(ids_shuffle, axis=1)
   mask = jnp.ones((batch_size, num_patches)).at[:, :num_visible].set(0.)
   return ids_shuffle[:, :num_visible], jnp.take_along_axis(mask, ids_restore, axis=1), ids_restore
@@ -77,15 +79,17 @@ def init_params(model: nn.Module, config, rng: jax.Array) -> dict:
           "decoder": decoder.init(decoder_rng, encoded, ids, grid)["params"]}
 
 
-def reconstruct(params, clean, rng, *, model: nn.Module, config, train: bool):
-  """Masks `clean` (normalized images), encodes the visible patches and decodes all.
+def reconstruct(params, clean, keys, *, model: nn.Module, config, train: bool):
+  """Masks `clean` (normalized images; one key each), encodes the visible patches and
+  decodes all.
 
   Returns (predicted patches [B, N, p·p·3] in target units, mask [B, N], targets).
   """
-  mask_rng, dropout_rng = jax.random.split(rng)
-  b, h, w, _ = clean.shape
+  split = jax.vmap(jax.random.split)(keys)
+  mask_keys, dropout_rng = split[:, 0], split[0, 1]
+  _, h, w, _ = clean.shape
   p = model.patch_size
-  ids_keep, mask, ids_restore = random_masking(mask_rng, b, (h // p) * (w // p),
+  ids_keep, mask, ids_restore = random_masking(mask_keys, (h // p) * (w // p),
                                                config.corruption.mask.ratio)
   encoded = model.apply({"params": params["model"]}, clean, train=train, token_ids=ids_keep,
                         rngs={"dropout": dropout_rng} if train else {})["encoded"]
@@ -98,9 +102,9 @@ def reconstruct(params, clean, rng, *, model: nn.Module, config, train: bool):
   return pred, mask, target
 
 
-def loss(params, clean, rng, *, model: nn.Module, config):
-  """MAE's loss: mean squared error over the masked patches, with metrics."""
-  pred, mask, target = reconstruct(params, clean, rng, model=model, config=config, train=True)
+def loss(params, clean, keys, *, model: nn.Module, config):
+  """MAE's loss: mean squared error over the masked patches (one key per image)."""
+  pred, mask, target = reconstruct(params, clean, keys, model=model, config=config, train=True)
   per_patch = jnp.mean(jnp.square(pred - target), axis=-1)
   return jnp.sum(per_patch * mask) / jnp.maximum(mask.sum(), 1.), {}
 
@@ -116,7 +120,8 @@ def diagnostics(params, images, rng, *, model: nn.Module, config, corruption_con
   if corruption_config is not None and corruption_config.name != "mask":
     raise ValueError(f"MAE restores masked patches only, not {corruption_config.name!r}")
   clean = pixels.normalize(images, config.data.pixel_mean, config.data.pixel_std)
-  pred, mask, _ = reconstruct(params, clean, rng, model=model, config=config, train=False)
+  pred, mask, _ = reconstruct(params, clean, jax.random.split(rng, clean.shape[0]),
+                              model=model, config=config, train=False)
   p = model.patch_size
   patches = patchify(clean, p)
   if config.loss.norm_pix:

@@ -17,6 +17,7 @@ import optax
 
 from ebm_vision.data import pixels
 from ebm_vision.objectives import energy_pretraining, mae
+from ebm_vision.parallel import accumulation
 from ebm_vision.parallel import mesh as mesh_lib
 from ebm_vision.parallel import partitioning
 
@@ -34,12 +35,15 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, config,
 
 def train_step(state: dict, batch: dict, *, model: nn.Module, config,
                tx: optax.GradientTransformation, schedule) -> tuple[dict, dict]:
-  """One optimizer step on a batch {'image': uint8 [B, H, W, 3]}."""
+  """One optimizer step on a batch {'image': uint8 [B, H, W, 3]}, accumulated over
+  `grad_accum_steps` micro-batches. Example i's randomness comes from its own key, so
+  the step is the same however the batch is split."""
   step_rng = jax.random.fold_in(state["rng"], state["step"])
   clean = pixels.normalize(batch["image"], config.data.pixel_mean, config.data.pixel_std)
-  loss_fn = functools.partial(OBJECTIVES[config.method].loss, model=model, config=config)
-  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state["params"], clean, step_rng)
+  objective = functools.partial(OBJECTIVES[config.method].loss, model=model, config=config)
+  loss_fn = lambda params, b: objective(params, b["clean"], b["keys"])
+  (loss, aux), grads = accumulation.value_and_grad(loss_fn, config.grad_accum_steps)(
+      state["params"], {"clean": clean, "keys": jax.random.split(step_rng, clean.shape[0])})
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),

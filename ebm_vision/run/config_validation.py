@@ -65,6 +65,10 @@ def _validate_model_and_data(config, num_devices: int) -> dict:
     raise ConfigError(str(e)) from None
   _check(config.batch_size > 0 and config.batch_size % (data * fsdp) == 0, config, "batch_size",
          f"must be a positive multiple of mesh.data × mesh.fsdp = {data * fsdp}")
+  accum = config.get("grad_accum_steps", 1)
+  _check(accum >= 1 and config.batch_size % (data * fsdp * accum) == 0, config,
+         "grad_accum_steps", f"must be ≥ 1 and divide batch_size={config.batch_size} into "
+         f"micro-batches that mesh.data × mesh.fsdp = {data * fsdp} divides")
   return kw
 
 

@@ -26,7 +26,8 @@ SAFE_TO_CHANGE = (
     "max_checkpoints_to_keep", "async_checkpointing", "time_budget_seconds", "batch_size",
     "eval_tasks", "num_grid_images", "knn_monitor", "viewer", "mesh", "resume_override",
     "data.data_dir", "data.builder_dir", "data.shuffle_buffer", "data.prefetch_batches",
-    "data.checkpoint_iterator", "optimizer.learning_rate_per_256", "optimizer.warmup_steps",
+    "data.checkpoint_iterator", "grad_accum_steps", "optimizer.learning_rate_per_256",
+    "optimizer.warmup_steps",
     "optimizer.weight_decay", "optimizer.b1", "optimizer.b2", "restore.remat",
     "restore.second_order", "restore.unroll_steps", "model.remat_blocks",
     "model.compute_dtype", "finetune.eval_every_steps", "frozen")

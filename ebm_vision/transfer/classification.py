@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from ebm_vision.data import mixup, pixels
+from ebm_vision.parallel import accumulation
 
 
 def init_state(params, tx: optax.GradientTransformation, rng: jax.Array) -> dict:
@@ -19,7 +20,11 @@ def init_state(params, tx: optax.GradientTransformation, rng: jax.Array) -> dict
 
 def train_step(state: dict, batch: dict, *, model: nn.Module, config, tx, schedule,
                num_classes: int) -> tuple[dict, dict]:
-  """One step of cross-entropy on mixed, label-smoothed targets; batch {'image', 'label'}."""
+  """One step of cross-entropy on mixed, label-smoothed targets; batch {'image', 'label'}.
+
+  The whole batch is mixed first; the gradient is then accumulated over
+  `grad_accum_steps` micro-batches of it.
+  """
   mix_rng, dropout_rng = jax.random.split(jax.random.fold_in(state["rng"], state["step"]))
   ft = config.finetune
   images = pixels.normalize(batch["image"], config.data.pixel_mean, config.data.pixel_std)
@@ -28,12 +33,13 @@ def train_step(state: dict, batch: dict, *, model: nn.Module, config, tx, schedu
                                     cutmix_alpha=ft.cutmix_alpha,
                                     switch_prob=ft.mix_switch_prob)
 
-  def loss_fn(params):
-    logits = model.apply({"params": params}, images, train=True,
+  def loss_fn(params, micro_batch):
+    logits = model.apply({"params": params}, micro_batch["images"], train=True,
                          rngs={"dropout": dropout_rng})["logits"]
-    return optax.softmax_cross_entropy(logits, targets).mean()
+    return optax.softmax_cross_entropy(logits, micro_batch["targets"]).mean(), {}
 
-  loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+  (loss, _), grads = accumulation.value_and_grad(loss_fn, config.grad_accum_steps)(
+      state["params"], {"images": images, "targets": targets})
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),

@@ -25,7 +25,8 @@ def mae_config(config):
 
 
 def test_random_masking_hides_the_ratio_and_restores_the_order():
-  ids_keep, mask, ids_restore = mae.random_masking(jax.random.PRNGKey(0), 3, 16, 0.75)
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  ids_keep, mask, ids_restore = mae.random_masking(keys, 16, 0.75)
   chex.assert_shape(ids_keep, (3, 4))
   np.testing.assert_array_equal(mask.sum(axis=1), [12, 12, 12])
   for b in range(3):  # Kept patches are the unmasked ones; ids_restore inverts the shuffle.
@@ -39,16 +40,16 @@ def test_encoder_sees_only_the_visible_patches(tiny_config):
   model = models.create_vit(config.model)
   params = mae.init_params(model, config, jax.random.PRNGKey(0))
   clean = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
-  pred, mask, target = mae.reconstruct(params, clean, jax.random.PRNGKey(2), model=model,
-                                       config=config, train=False)
+  keys = jax.random.split(jax.random.PRNGKey(2), 2)
+  pred, mask, target = mae.reconstruct(params, clean, keys, model=model, config=config,
+                                       train=False)
   chex.assert_shape([pred, target], (2, 16, 4 * 4 * 3))
   chex.assert_shape(mask, (2, 16))
   # Changing a masked patch changes no prediction: the encoder never saw it.
   patch = int(np.flatnonzero(np.asarray(mask[0]))[0])
   row, col = divmod(patch, 4)
   edited = clean.at[0, 4 * row:4 * row + 4, 4 * col:4 * col + 4].add(5.)
-  pred2, _, _ = mae.reconstruct(params, edited, jax.random.PRNGKey(2), model=model,
-                                config=config, train=False)
+  pred2, _, _ = mae.reconstruct(params, edited, keys, model=model, config=config, train=False)
   np.testing.assert_allclose(pred2, pred, atol=1e-5)
 
 
