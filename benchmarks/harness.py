@@ -15,7 +15,7 @@ from absl import flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from configs import finetune_tiny_imagenet, linprobe_tiny_imagenet
+from configs import common, finetune_tiny_imagenet, linprobe_tiny_imagenet
 
 flags.DEFINE_integer("width", 128, "ViT width (the configs' Ti/8 is 192).")
 flags.DEFINE_integer("depth", 4, "ViT blocks.")
@@ -63,8 +63,7 @@ def pretraining_config(get_config, num_train_steps: int, overrides: dict, seed: 
   shrink_model(config)
   config.seed = seed
   config.batch_size = FLAGS.batch_size
-  config.num_train_steps = num_train_steps
-  config.optimizer.warmup_steps = FLAGS.warmup_steps
+  common.set_steps(config, num_train_steps, FLAGS.warmup_steps)
   config.checkpoint_every_steps = config.image_every_steps = num_train_steps
   config.update_from_flattened_dict(overrides)
   if config.method == "mae":  # MAE restores its own masking only.
@@ -93,9 +92,8 @@ def finetune_config(pretrained_workdir, split: str, seed: int, last_blocks: int 
   config.pretrained = pretrained_workdir
   config.data.train_split = split
   config.batch_size = FLAGS.finetune_batch_size
-  config.num_train_steps = FLAGS.finetune_steps
+  common.set_steps(config, FLAGS.finetune_steps, FLAGS.finetune_steps // 20)
   config.optimizer.learning_rate_per_256 = FLAGS.finetune_learning_rate_per_256
-  config.optimizer.warmup_steps = FLAGS.finetune_steps // 20
   config.finetune.mixup_alpha = FLAGS.finetune_mixup_alpha
   config.finetune.cutmix_alpha = FLAGS.finetune_cutmix_alpha
   config.finetune.train_last_blocks = last_blocks

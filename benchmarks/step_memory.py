@@ -16,10 +16,12 @@ import os
 import sys
 
 import jax
+import optax
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import common
 from ebm_vision import models
 from ebm_vision.objectives import train_step
 from ebm_vision.parallel import mesh as mesh_lib
@@ -33,6 +35,13 @@ flags.DEFINE_list("mesh", [], "data,fsdp,tensor sizes overriding the configs' (e
 flags.DEFINE_bool("remat_blocks", None, "Overrides the configs' model.remat_blocks.")
 flags.DEFINE_enum("second_order", None, ["autodiff", "reverse_over_forward"],
                   "Overrides the configs' restore.second_order.")
+flags.DEFINE_integer("grad_accum_steps", 1, "Micro-batches per optimizer step.")
+flags.DEFINE_enum("accumulation", "scan", ["scan", "multisteps"],
+                  "How micro-batches accumulate: 'scan' inside one step (grad_accum_steps), or "
+                  "optax.MultiSteps (one micro-batch per step call, the sum in the optimizer "
+                  "state).")
+flags.DEFINE_enum("mu_dtype", None, ["float32", "bfloat16"],
+                  "Overrides the configs' optimizer.mu_dtype (AdamW's first moment).")
 FLAGS = flags.FLAGS
 
 GIB = 2.**30
@@ -42,11 +51,17 @@ def step_memory(config, devices) -> dict:
   """Bytes per device of `config`'s train step compiled for `devices`, and the mesh."""
   mesh = mesh_lib.create_mesh(config.mesh, devices)
   model = models.create_vit(config.model)
+  common.set_steps(config, 1000, 100)  # The schedule changes neither memory nor speed.
   tx, schedule = pretraining_optimizer(config)
+  batch_size = config.batch_size
+  if FLAGS.accumulation == "multisteps" and config.grad_accum_steps > 1:
+    tx = optax.MultiSteps(tx, config.grad_accum_steps)
+    batch_size //= config.grad_accum_steps
+    config.grad_accum_steps = 1
   init, shardings, step = train_step.sharded_train_step(model, config, tx, schedule, mesh)
   abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
   size = config.data.image_size
-  batch = {"image": jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jax.numpy.uint8)}
+  batch = {"image": jax.ShapeDtypeStruct((batch_size, size, size, 3), jax.numpy.uint8)}
   memory = step.lower(abstract, batch).compile().memory_analysis()
   state = sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
               for x, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings)))
@@ -65,7 +80,8 @@ def main(argv):
   print(f"{FLAGS.devices} × {devices[0].device_kind} ({jax.default_backend()}), "
         f"jax {jax.__version__}")
   header = ("config", "params", "data×fsdp×tensor", "images/device", "second order",
-            "block remat", "state GiB", "temporaries GiB", "peak GiB")
+            "block remat", "accumulation", "AdamW μ", "state GiB", "temporaries GiB",
+            "peak GiB")
   rows = [header]
   for name in FLAGS.configs:
     config = importlib.import_module(f"configs.{name}").get_config()
@@ -77,12 +93,17 @@ def main(argv):
       config.restore.second_order = FLAGS.second_order
     if FLAGS.mesh:
       config.mesh.data, config.mesh.fsdp, config.mesh.tensor = map(int, FLAGS.mesh)
+    if FLAGS.mu_dtype:
+      config.optimizer.mu_dtype = FLAGS.mu_dtype
+    config.grad_accum_steps = FLAGS.grad_accum_steps
+    accumulation = (f"{FLAGS.grad_accum_steps}× {FLAGS.accumulation}"
+                    if FLAGS.grad_accum_steps > 1 else "none")
     m = step_memory(config, devices)
     shape = m["mesh"]
     rows.append((name, f"{m['params'] / 1e6:.0f}M", "×".join(map(str, shape.values())),
                  str(config.batch_size // (shape["data"] * shape["fsdp"])),
                  config.restore.second_order, "yes" if config.model.remat_blocks else "no",
-                 f"{m['state'] / GIB:.4g}", f"{m['temporaries'] / GIB:.4g}",
+                 accumulation, config.optimizer.mu_dtype, f"{m['state'] / GIB:.4g}", f"{m['temporaries'] / GIB:.4g}",
                  f"{m['peak'] / GIB:.4g}"))
     print("  ".join(rows[-1]), flush=True)
   widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

@@ -92,6 +92,7 @@ def benchmark(method: str, mesh) -> dict:
   """Timings, memory and FLOPs of `method`'s train step."""
   config = method_config(method)
   model = models.create_vit(config.model)
+  common.set_steps(config, 1000, 100)  # The schedule changes neither memory nor speed.
   tx, schedule = pretraining_optimizer(config)
   init, shardings, step = train_step.sharded_train_step(model, config, tx, schedule, mesh)
   state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))

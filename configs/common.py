@@ -47,7 +47,9 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.seed = 0  # Seeds parameters, corruptions, restoration noise and data order.
   c.batch_size = 4096  # Global batch over all devices and hosts (MAE: 4096).
   c.grad_accum_steps = 1  # Micro-batches per optimizer step (a scan inside the step): activations of batch_size / grad_accum_steps images at a time.
-  c.num_train_steps = steps(100, IMAGENET_TRAIN_IMAGES, c.batch_size)  # 100 ImageNet epochs.
+  c.num_epochs = config_dict.placeholder(float)  # Training length in passes over data.train_split (steps from its size and batch_size); set this or num_train_steps, the other None.
+  c.num_epochs = 100.  # 100 ImageNet epochs.
+  c.num_train_steps = config_dict.placeholder(int)  # Training length in optimizer steps, when num_epochs is None.
 
   c.model = ml_collections.ConfigDict()
   c.model.variant = "B/16"  # '<Ti|S|M|B|L|H>/<patch size>', as in big_vision.
@@ -132,9 +134,12 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.learning_rate_per_256 = 1.5e-4  # Peak AdamW learning rate for a batch of 256, scaled linearly (MAE).
-  c.optimizer.warmup_steps = steps(10, IMAGENET_TRAIN_IMAGES, c.batch_size)  # Linear warm-up (10 epochs), then cosine decay to 0.
+  c.optimizer.warmup_epochs = config_dict.placeholder(float)  # Linear warm-up in epochs, then cosine decay to 0; set this or warmup_steps, the other None.
+  c.optimizer.warmup_epochs = 10.  # 10 epochs (MAE).
+  c.optimizer.warmup_steps = config_dict.placeholder(int)  # Warm-up in optimizer steps, when warmup_epochs is None.
   c.optimizer.b1 = 0.9  # AdamW β1.
   c.optimizer.b2 = 0.95  # AdamW β2 (MAE).
+  c.optimizer.mu_dtype = "float32"  # AdamW's first moment: 'float32' or 'bfloat16' (2 bytes less per parameter).
   c.optimizer.weight_decay = 0.05  # Decoupled weight decay on weight matrices only.
   c.optimizer.grad_clip_norm = 1.0  # Clip the global gradient norm; 0 disables.
 
@@ -205,12 +210,18 @@ def get_transfer_config() -> ml_collections.ConfigDict:
   c.finetune.mix_switch_prob = 0.5  # Probability of cutmix rather than mixup per batch.
   c.finetune.eval_every_steps = 1000  # Top-1/top-5 on the whole eval split; best kept in best/.
   c.finetune.train_last_blocks = 0  # Train only the last n blocks, the final norm and the head (the rest frozen); 0 = all.
-  c.num_train_steps = steps(100, IMAGENET_TRAIN_IMAGES, c.batch_size)  # 100 epochs at batch 1024 (MAE ViT-B).
+  c.num_epochs = 100.  # At batch 1024 (MAE ViT-B).
   c.optimizer.learning_rate_per_256 = 5e-4  # MAE's base learning rate for fine-tuning.
-  c.optimizer.warmup_steps = steps(5, IMAGENET_TRAIN_IMAGES, c.batch_size)  # 5 epochs.
+  c.optimizer.warmup_epochs = 5.  # MAE's fine-tuning warm-up.
   c.optimizer.b2 = 0.999  # AdamW β2 (MAE fine-tuning).
   c.optimizer.grad_clip_norm = 0.0  # MAE fine-tunes without clipping.
   return c
+
+
+def set_steps(c: ml_collections.ConfigDict, num_train_steps: int, warmup_steps: int) -> None:
+  """Sets the training length and warm-up in optimizer steps (clearing the epochs)."""
+  c.num_epochs, c.optimizer.warmup_epochs = None, None
+  c.num_train_steps, c.optimizer.warmup_steps = num_train_steps, warmup_steps
 
 
 def tiny_model(c: ml_collections.ConfigDict, width: int = 64, depth: int = 2,
@@ -222,8 +233,7 @@ def tiny_model(c: ml_collections.ConfigDict, width: int = 64, depth: int = 2,
   c.data.image_size = 16
   c.data.shuffle_buffer = 64
   c.batch_size = 8
-  c.num_train_steps = 4
-  c.optimizer.warmup_steps = 1
+  set_steps(c, num_train_steps=4, warmup_steps=1)
   c.log_every_steps = c.image_every_steps = c.checkpoint_every_steps = 2
   c.num_grid_images = 4
   c.async_checkpointing = False

@@ -15,9 +15,9 @@ def get_config():
   c.mode = "finetune"  # Train the whole network with labels.
   c.batch_size = 256  # Global batch.
   epochs = lambda n: common.steps(n, common.TINY_IMAGENET_A_TRAIN_IMAGES, c.batch_size)
-  c.num_train_steps = epochs(50)  # 50 epochs.
+  c.num_epochs = 50.  # Passes over the training split.
   c.optimizer.learning_rate_per_256 = 1e-3  # Small models take a higher rate.
-  c.optimizer.warmup_steps = epochs(5)  # 5 epochs.
+  c.optimizer.warmup_epochs = 5.  # Warm-up.
   c.finetune.layer_decay = 0.75  # Shallower model (12 blocks of width 192).
   c.finetune.eval_every_steps = epochs(5)  # Every 5 epochs.
   c.data.eval_crop_fraction = 1.0  # 64×64 images: no centre crop.

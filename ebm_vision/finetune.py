@@ -42,6 +42,7 @@ def evaluate(params, config, model) -> dict[str, float]:
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Fine-tunes `config.pretrained` (or a random init) on `config.data`; returns the last metrics."""
+  config = loop.schedule_in_steps(config)
   with loop.setup(config, workdir, config_validation.validate_transfer) as run:
     # ---------------------------------------------------- model and optimizer
     probe = config.mode == "linear_probe"

@@ -21,7 +21,8 @@ def summary_line(config, workdir: str, scalars: dict, seconds: float) -> str:
   """What a finished pretraining run did, in one line: steps, wall time, held-out MSE of
   its task before and after restoration, and where its restoration grids are."""
   minutes, secs = divmod(int(round(seconds)), 60)
-  line = f"ebm-vision: {config.num_train_steps} steps in {minutes} min {secs} s"
+  steps = loop.schedule_in_steps(config).num_train_steps
+  line = f"ebm-vision: {steps} steps in {minutes} min {secs} s"
   task = config.corruption.name
   restored = sorted(k for k in scalars if k.startswith(f"eval/{task}/mse_restored_"))
   if f"eval/{task}/mse_corrupted" in scalars and restored:
@@ -35,6 +36,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   Returns the last logged scalars (for tests and scripts).
   """
+  config = loop.schedule_in_steps(config)
   with loop.setup(config, workdir, config_validation.validate_pretraining) as run:
     # ---------------------------------------------------------- model, optimizer, state
     model = create_vit(config.model)

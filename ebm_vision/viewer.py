@@ -33,6 +33,16 @@ def viewer_data_config(config):
   return d
 
 
+def optimizer_structure_config(config):
+  """`config` with a one-step schedule: the optimizer state's structure (all the viewer
+  needs to read a checkpoint) does not depend on the schedule, which may be in epochs of
+  a data set this machine lacks."""
+  config = config.copy_and_resolve_references()
+  config.num_epochs, config.optimizer.warmup_epochs = None, None
+  config.num_train_steps, config.optimizer.warmup_steps = 1, 0
+  return config
+
+
 def format_table(metrics: dict[str, dict[str, float]]) -> str:
   """One row per task: PSNR and SSIM of the corrupted input and after each step, and the
   energies when the method has them (MAE does not)."""
@@ -60,7 +70,7 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
   mesh = mesh_lib.create_mesh(config.mesh)
   replicated = mesh_lib.replicated(mesh)
   model = create_vit(config.model)
-  tx, _ = pretraining_optimizer(config)
+  tx, _ = pretraining_optimizer(optimizer_structure_config(config))
   abstract = jax.eval_shape(functools.partial(train_step.init_state, model, tx, config),
                             jax.random.PRNGKey(0))
   checkpoints = paths.as_path(workdir) / "checkpoints"

@@ -43,7 +43,7 @@ def test_a_task_argument_selects_the_pretext_task(name, task):
 def test_the_documented_vit_b_mask_config_is_vit_b_with_masking():
   old = load(os.path.join(REPO, "configs", "vit_b_mask.py"))
   assert old.to_dict() == load(os.path.join(REPO, "configs", "vit_b.py"), "task=mask").to_dict()
-  assert old.corruption.name == "mask" and old.num_train_steps == 100 * (1_281_167 // 4096)
+  assert old.corruption.name == "mask" and old.num_epochs == 100 and old.num_train_steps is None
 
 
 @pytest.mark.parametrize("arg, message", [
@@ -64,3 +64,18 @@ def test_main_accepts_a_config_argument(tmp_path):
   assert result.stderr.strip().splitlines() == [
       "ebm-vision: flag --config=configs/tiny_imagenet.py:task=jigsaw: ValueError: config "
       "argument task='jigsaw': must be one of ['mask', 'sort', 'sr', 'denoise', 'color', 'mix']"]
+
+
+def test_epochs_become_steps_for_the_split_and_batch(tfds_dir):
+  from ebm_vision.run import loop  # pylint: disable=g-import-not-at-top
+  c = common.get_pretraining_config()
+  c.data.builder_dir, c.batch_size = tfds_dir, 8  # 24 training images: 3 steps an epoch.
+  c.num_epochs, c.optimizer.warmup_epochs = 2., 1.
+  resolved = loop.schedule_in_steps(c)
+  assert (resolved.num_train_steps, resolved.optimizer.warmup_steps) == (6, 3)
+  c.batch_size = 4  # A smaller batch trains as many epochs: more steps.
+  assert loop.schedule_in_steps(c).num_train_steps == 12
+  c.num_train_steps = 5  # Both given: one line saying so.
+  with pytest.raises(ValueError, match=r"config.num_epochs=2.0, config.num_train_steps=5: set "
+                                       "one of them and the other to None"):
+    loop.schedule_in_steps(c)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ebm_vision.models import vit, vit_kwargs
 from ebm_vision.objectives import corruptions, energy
 from ebm_vision.parallel import mesh as mesh_lib
-from ebm_vision.run import paths
+from ebm_vision.run import optimizer, paths
 from ebm_vision.run.errors import RunError
 
 DATA_SOURCES = ("tfds", "dead_leaves")  # Kept free of TensorFlow: see input_pipeline.
@@ -15,20 +15,34 @@ class ConfigError(RunError, ValueError):
 
 
 def _choice(config, field: str, allowed) -> None:
-  value = _get(config, field)
+  value = get_field(config, field)
   if value not in allowed:
     raise ConfigError(f"config.{field}={value!r}: must be one of {list(allowed)}")
 
 
 def _check(ok: bool, config, field: str, requirement: str) -> None:
   if not ok:
-    raise ConfigError(f"config.{field}={_get(config, field)!r}: {requirement}")
+    raise ConfigError(f"config.{field}={get_field(config, field)!r}: {requirement}")
 
 
-def _get(config, field: str):
+def get_field(config, field: str):
+  """config.<field> for a dotted field name."""
   for part in field.split("."):
     config = config[part]
   return config
+
+
+def check_schedule(config) -> None:
+  """Exactly one of num_epochs / num_train_steps (and of the warm-up's), each positive."""
+  for epochs, steps, minimum in (("num_epochs", "num_train_steps", 0),
+                                 ("optimizer.warmup_epochs", "optimizer.warmup_steps", -1)):
+    values = [get_field(config, f) for f in (epochs, steps)]
+    if (values[0] is None) == (values[1] is None):
+      raise ConfigError(f"config.{epochs}={values[0]!r}, config.{steps}={values[1]!r}: set one "
+                        "of them and the other to None")
+    field = epochs if values[0] is not None else steps
+    _check(get_field(config, field) > minimum, config, field,
+           "must be > 0" if minimum == 0 else "must be ≥ 0")
 
 
 PRETRAIN_MODES = ("pretrain",)
@@ -65,6 +79,7 @@ def _validate_model_and_data(config, num_devices: int) -> dict:
     raise ConfigError(str(e)) from None
   _check(config.batch_size > 0 and config.batch_size % (data * fsdp) == 0, config, "batch_size",
          f"must be a positive multiple of mesh.data × mesh.fsdp = {data * fsdp}")
+  _choice(config, "optimizer.mu_dtype", optimizer.MU_DTYPES)
   accum = config.get("grad_accum_steps", 1)
   _check(accum >= 1 and config.batch_size % (data * fsdp * accum) == 0, config,
          "grad_accum_steps", f"must be ≥ 1 and divide batch_size={config.batch_size} into "
@@ -83,21 +98,22 @@ def validate_transfer(config, num_devices: int) -> None:
                         f"{list(FROZEN_METHODS)}")
   for field in ("frozen.knn_k", "frozen.knn_temperature", "frozen.probe_epochs",
                 "frozen.probe_batch_size", "frozen.probe_learning_rate"):
-    _check(_get(config, field) > 0, config, field, "must be > 0")
+    _check(get_field(config, field) > 0, config, field, "must be > 0")
   for field in ("frozen.num_train_examples", "frozen.num_eval_examples"):
-    _check(_get(config, field) >= 0, config, field, "must be ≥ 0 (0 = the whole split)")
+    _check(get_field(config, field) >= 0, config, field, "must be ≥ 0 (0 = the whole split)")
   ft = config.finetune
   _check(0 < ft.layer_decay <= 1, config, "finetune.layer_decay", "must be in (0, 1]")
   _check(0 <= ft.drop_path_rate < 1, config, "finetune.drop_path_rate", "must be in [0, 1)")
   _check(0 <= ft.label_smoothing < 1, config, "finetune.label_smoothing", "must be in [0, 1)")
   for field in ("finetune.mixup_alpha", "finetune.cutmix_alpha"):
-    _check(_get(config, field) >= 0, config, field, "must be ≥ 0 (0 disables)")
+    _check(get_field(config, field) >= 0, config, field, "must be ≥ 0 (0 disables)")
   _check(0 <= ft.mix_switch_prob <= 1, config, "finetune.mix_switch_prob", "must be in [0, 1]")
   _check(0 <= ft.train_last_blocks <= depth, config, "finetune.train_last_blocks",
          f"must be in [0, {depth}] (0 = all blocks)")
-  for field in ("finetune.eval_every_steps", "num_train_steps", "log_every_steps",
+  check_schedule(config)
+  for field in ("finetune.eval_every_steps", "log_every_steps",
                 "checkpoint_every_steps", "max_checkpoints_to_keep"):
-    _check(_get(config, field) > 0, config, field, "must be > 0")
+    _check(get_field(config, field) > 0, config, field, "must be > 0")
 
 
 def validate_pretraining(config, num_devices: int) -> None:
@@ -110,10 +126,10 @@ def validate_pretraining(config, num_devices: int) -> None:
     _check(config.corruption.name == "mask", config, "corruption.name",
            "method='mae' pretrains on 'mask' only")
     for field in ("eval_tasks", "viewer.tasks"):
-      _check(set(_get(config, field)) <= {"mask"}, config, field,
+      _check(set(get_field(config, field)) <= {"mask"}, config, field,
              "method='mae' restores only ('mask',)")
     for field in ("mae.decoder_width", "mae.decoder_depth", "mae.decoder_num_heads"):
-      _check(_get(config, field) > 0, config, field, "must be > 0")
+      _check(get_field(config, field) > 0, config, field, "must be > 0")
     _check(config.mae.decoder_width % config.mae.decoder_num_heads == 0, config,
            "mae.decoder_num_heads", f"must divide mae.decoder_width={config.mae.decoder_width}")
   _choice(config, "energy.readout", energy.READOUTS)
@@ -174,12 +190,12 @@ def validate_pretraining(config, num_devices: int) -> None:
            "the kNN monitor needs a labeled TFDS source (data.source='tfds'), or 0")
     for field in ("k", "temperature", "num_train_examples", "num_eval_examples"):
       _check(knn[field] > 0, config, f"knn_monitor.{field}", "must be > 0")
-  for field in ("num_train_steps", "log_every_steps", "image_every_steps",
+  check_schedule(config)
+  for field in ("log_every_steps", "image_every_steps",
                 "checkpoint_every_steps", "max_checkpoints_to_keep", "num_grid_images"):
-    _check(_get(config, field) > 0, config, field, "must be > 0")
+    _check(get_field(config, field) > 0, config, field, "must be > 0")
   _check(config.optimizer.learning_rate_per_256 > 0, config,
          "optimizer.learning_rate_per_256", "must be > 0")
-  _check(config.optimizer.warmup_steps >= 0, config, "optimizer.warmup_steps", "must be ≥ 0")
   _check(config.time_budget_seconds >= 0, config, "time_budget_seconds", "must be ≥ 0 (0 = no limit)")
 
 

@@ -75,6 +75,29 @@ def hold_workdir(workdir: str, is_chief: bool) -> Optional[workdir_lock.WorkdirL
   return lock
 
 
+def schedule_in_steps(config):
+  """`config` with `num_epochs` and `optimizer.warmup_epochs`, when set, turned into
+  `num_train_steps` and `optimizer.warmup_steps` for the train split's size and the
+  batch (big_vision's `total_epochs`), so that a smaller batch trains as many epochs."""
+  config_validation.check_schedule(config)
+  if config.get("num_epochs") is None and config.optimizer.get("warmup_epochs") is None:
+    return config
+  if config.data.source != "tfds":
+    raise config_validation.ConfigError(
+        "config.num_epochs / optimizer.warmup_epochs need a data set of known size "
+        "(data.source='tfds'); set num_train_steps and optimizer.warmup_steps")
+  config = config.copy_and_resolve_references()
+  steps_per_epoch = input_pipeline.split_size(config.data, config.data.train_split) / (
+      config.batch_size)
+  if config.get("num_epochs") is not None:
+    config.num_train_steps = max(1, int(round(config.num_epochs * steps_per_epoch)))
+  if config.optimizer.get("warmup_epochs") is not None:
+    config.optimizer.warmup_steps = int(round(config.optimizer.warmup_epochs * steps_per_epoch))
+  logging.info("%s epochs of %.1f steps: %d steps, %d of warm-up", config.get("num_epochs"),
+               steps_per_epoch, config.num_train_steps, config.optimizer.warmup_steps)
+  return config
+
+
 @contextlib.contextmanager
 def setup(config, workdir: str, validate: Callable[[object, int], None]):
   """Validates `config`, checks and locks `workdir`, builds the mesh and the writer.

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
+# optimizer.mu_dtype -> dtype of AdamW's first moment (big_vision, MaxText: bfloat16 halves it).
+MU_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 # Parameter names that get no weight decay (besides every 1-D parameter).
 NO_DECAY_NAMES = ("pos_embedding", "cls", "raw_step_size")
 
@@ -68,7 +71,8 @@ def create_optimizer(opt_config, global_batch_size: int, num_train_steps: int,
   if opt_config.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
   parts.append(optax.adamw(schedule, b1=opt_config.b1, b2=opt_config.b2,
-                           weight_decay=opt_config.weight_decay, mask=weight_decay_mask))
+                           weight_decay=opt_config.weight_decay, mask=weight_decay_mask,
+                           mu_dtype=MU_DTYPES[opt_config.get("mu_dtype", "float32")]))
   if trainable is not None:
     labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
     parts = [optax.multi_transform({"train": optax.chain(*parts),

@@ -17,7 +17,8 @@ def test_ssim_of_identical_and_shifted_flat_images():
   flat, shifted = jnp.full((1, 16, 16, 1), 0.5), jnp.full((1, 16, 16, 1), 0.6)
   c1 = 0.01**2  # Only the luminance term differs from 1 for flat images.
   expected = (2 * 0.5 * 0.6 + c1) / (0.5**2 + 0.6**2 + c1)
-  np.testing.assert_allclose(image_metrics.ssim(flat, shifted), [expected], rtol=1e-5)
+  # float32 filtering leaves a variance of ~1e-7 on flat images: 1e-4 of the value.
+  np.testing.assert_allclose(image_metrics.ssim(flat, shifted), [expected], rtol=3e-4)
 
 
 def test_ssim_falls_with_noise():
