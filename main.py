@@ -1,11 +1,16 @@
-"""ebm-vision entry point.
+"""ebm-vision: energy-inspired self-supervised pretraining of Vision Transformers.
 
+  python main.py --config=CONFIG[:ARG] --workdir=DIR [--config.FIELD=VALUE ...]
   python main.py --config=configs/demo.py --workdir=/tmp/ebm_demo
-  python main.py --config=configs/vit_b_mask.py --workdir=gs://bucket/run \
-      --config.data.data_dir=gs://bucket/tensorflow_datasets
 
-Any config field can be overridden with --config.<field>=<value>.
+What runs is the config's `mode`: 'pretrain' (energy or MAE pretraining; with
+--mode=restore, restoration grids and PSNR/SSIM of the workdir's latest checkpoint),
+'finetune', 'linear_probe' or 'knn' (transfer of config.pretrained). Override any field
+with --config.FIELD=VALUE (e.g. --config.batch_size=1024 --config.restore.num_steps=1);
+configs that take an argument get it after a colon (--config=configs/vit_b.py:task=sort).
+Backbones go to big_vision, timm or Hugging Face with `python -m ebm_vision.export`.
 """
+import ast
 import os
 import sys
 import time
@@ -51,6 +56,18 @@ class _QuietLibraries(logging.logging.Filter):
         name in record.pathname for name in ("orbax", "xla_bridge"))
 
 
+def config_list() -> str:
+  """One line per config in configs/: its file name and the first line of its docstring."""
+  folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+  lines = []
+  for name in sorted(os.listdir(folder)):
+    if name.endswith(".py") and name not in ("__init__.py", "common.py"):
+      with open(os.path.join(folder, name)) as f:
+        doc = ast.get_docstring(ast.parse(f.read())) or ""
+      lines.append(f"  configs/{name:<28} {doc.splitlines()[0] if doc else ''}")
+  return "Configs:\n" + "\n".join(lines) + "\n"
+
+
 def config_file_arg(argv) -> str | None:
   """The file of --config=<file>[:arg] (or --config <file>) in `argv`, if given."""
   for i, arg in enumerate(argv):
@@ -75,6 +92,9 @@ def parse_flags(argv):
     if "Traceback" in message:  # A config file that raised: its flag and its last line.
       lines = [line for line in message.splitlines() if line.strip()]
       message = f"{lines[0].split(': Error whilst')[0]}: {lines[-1]}"
+    if "get_config() takes 0 positional arguments" in message:
+      message = (f"--config={config_file}: this config takes no ':argument' (configs/vit_b.py "
+                 "and configs/tiny_imagenet.py take task=...)")
     sys.exit(f"ebm-vision: {message}")
   except (AttributeError, KeyError, TypeError, ValueError) as e:  # From ml_collections.
     message = str(e)
@@ -127,4 +147,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  __doc__ += "\n" + config_list()  # absl's --help prints the module docstring.
   app.run(main, flags_parser=parse_flags)

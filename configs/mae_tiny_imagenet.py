@@ -1,5 +1,6 @@
-"""MAE baseline on `tiny_imagenet_a` (64×64), ViT-Ti/8: the counterpart of
-configs/tiny_imagenet.py with the objective changed, and nothing else.
+"""MAE baseline on `tiny_imagenet_a` (64×64), ViT-Ti/8: configs/tiny_imagenet.py's objective.
+
+The counterpart of configs/tiny_imagenet.py with the objective changed, and nothing else.
 
   python main.py --config=configs/mae_tiny_imagenet.py --workdir=$WORKDIR
 

@@ -78,3 +78,24 @@ def test_main_rejects_unknown_or_ill_typed_fields_in_one_line(tmp_path, override
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == expected
+
+
+def test_help_lists_the_modes_every_config_and_how_to_override(tmp_path):
+  result = subprocess.run([sys.executable, "main.py", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+  for name in os.listdir(os.path.join(ROOT, "configs")):
+    if name.endswith(".py") and name not in ("__init__.py", "common.py"):
+      assert f"configs/{name}" in result.stdout, name
+  for text in ("--config.FIELD=VALUE", "'finetune', 'linear_probe' or 'knn'", "--mode=restore",
+               "python -m ebm_vision.export"):
+    assert text in result.stdout
+
+
+def test_an_argument_to_a_config_without_one_fails_in_one_line(tmp_path):
+  result = subprocess.run([sys.executable, "main.py", "--config=configs/demo.py:vit_l",
+                           f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      "ebm-vision: --config=configs/demo.py: this config takes no ':argument' "
+      "(configs/vit_b.py and configs/tiny_imagenet.py take task=...)"]
