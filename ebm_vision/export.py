@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 import sys
 
-import orbax.checkpoint as ocp
 from absl import app, flags, logging
 
 from ebm_vision.models import create_vit
-from ebm_vision.run import errors, run_config
+from ebm_vision.run import checkpointing, errors, run_config
 from ebm_vision.transfer import formats, pretrained
 
 flags.DEFINE_string("workdir", None, "A run's workdir (pretraining, fine-tuning or probe).")
@@ -44,7 +43,7 @@ def checkpoint_path(workdir: str, step) -> str:
 def left_behind(path: str) -> list[str]:
   """Parameter groups of the checkpoint that are not the ViT backbone."""
   checkpoint = pretrained.find_checkpoint(path)
-  tree = ocp.PyTreeCheckpointer().metadata(checkpoint.item_dir).item_metadata.tree
+  tree = checkpointing.item_tree(checkpoint.item_dir)
   params = tree.get("params", tree)
   names = [k for k in params if k != "model"] if "model" in params else []
   model = params.get("model", params)

@@ -51,12 +51,19 @@ def abstract_like(state, shardings) -> dict:
                       state, shardings)
 
 
+def item_tree(item_dir) -> dict:
+  """The tree of array metadata (shapes, dtypes) of a checkpoint item folder, e.g.
+  '<step>/state'. Read through the item's handler: a Checkpointer would also look for,
+  and warn about, step-level metadata that lives one folder up."""
+  return ocp.PyTreeCheckpointHandler().metadata(paths.as_path(item_dir)).tree
+
+
 def check_param_shapes(manager: ocp.CheckpointManager, abstract_params) -> None:
   """Raises CheckpointError naming the first parameter whose shape in the latest
   checkpoint differs from the model's (or that only one of them has)."""
   step = manager.latest_step()
   state_dir = paths.as_path(manager.directory) / str(step) / "state"
-  saved = ocp.PyTreeCheckpointer().metadata(state_dir).item_metadata.tree["params"]
+  saved = item_tree(state_dir)["params"]
   saved = {k: tuple(v.shape) for k, v in flax.traverse_util.flatten_dict(saved, sep="/").items()}
   model = {k: tuple(v.shape)
            for k, v in flax.traverse_util.flatten_dict(abstract_params, sep="/").items()}

@@ -23,7 +23,7 @@ from etils import epath
 
 from ebm_vision.models import create_vit
 from ebm_vision.models.vit import ViT, resample_posemb
-from ebm_vision.run import paths, run_config
+from ebm_vision.run import checkpointing, paths, run_config
 from ebm_vision.run.errors import CheckpointError
 from ebm_vision.transfer import formats
 
@@ -84,7 +84,7 @@ def restore_params(item_dir: epath.Path, group: Optional[str] = "model") -> dict
   devices wrote them: restoring with the saved shardings fails on another topology.
   """
   checkpointer = ocp.PyTreeCheckpointer()
-  tree = checkpointer.metadata(item_dir).item_metadata.tree
+  tree = checkpointing.item_tree(item_dir)
   if item_dir.name == BEST_ITEM:
     item, path = tree, ()
   else:
@@ -114,7 +114,7 @@ def read_backbone(path: str, num_heads: Optional[int] = None):
             f"a {fmt} checkpoint ({spec.depth}×{spec.width}, patch {spec.patch_size})")
   checkpoint = find_checkpoint(path)
   recorded = run_config.load(checkpoint.workdir)
-  tree = ocp.PyTreeCheckpointer().metadata(checkpoint.item_dir).item_metadata.tree
+  tree = checkpointing.item_tree(checkpoint.item_dir)
   group = "model" if "model" in tree.get("params", {}) else None
   params = restore_params(checkpoint.item_dir, group)
   return (params, recorded.model, recorded.data.image_size,

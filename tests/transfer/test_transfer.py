@@ -149,3 +149,10 @@ def test_knn_monitor_during_pretraining(tiny_config, tfds_dir, tmp_path):
   c.knn_monitor.every_steps, c.knn_monitor.num_train_examples = 2, 16
   scalars = train.train_and_evaluate(c, str(tmp_path))
   assert 0 <= scalars["knn/top1"] <= 1
+
+
+def test_loading_says_what_it_found_and_warns_of_nothing(pretrained_workdir, caplog):
+  with caplog.at_level("INFO"):
+    pretrained.load_pretrained(pretrained_workdir)
+  assert f"the pretraining checkpoint of step 2 in {pretrained_workdir}" in caplog.text
+  assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
