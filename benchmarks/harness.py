@@ -20,6 +20,10 @@ from configs import common, finetune_tiny_imagenet, linprobe_tiny_imagenet
 flags.DEFINE_integer("width", 128, "ViT width (the configs' Ti/8 is 192).")
 flags.DEFINE_integer("depth", 4, "ViT blocks.")
 flags.DEFINE_integer("num_heads", 4, "ViT heads.")
+flags.DEFINE_integer("patch_size", 0, "ViT patch size; 0 keeps the configs' (8).")
+flags.DEFINE_integer("image_size", 0, "Image size; 0 keeps the configs' (64).")
+flags.DEFINE_string("builder_dir", None, "A prepared TFDS '<name>/<version>' folder to use "
+                    "instead of tiny_imagenet_a (the tests' tiny data set).")
 flags.DEFINE_integer("batch_size", 32, "Pretraining batch.")
 flags.DEFINE_integer("warmup_steps", 50, "Pretraining warm-up steps.")
 flags.DEFINE_integer("num_train_examples", 10000, "Train images whose frozen features are used.")
@@ -39,10 +43,16 @@ FLAGS = flags.FLAGS
 
 
 def shrink_model(config) -> None:
-  """The benchmark's ViT, the same for every method and evaluation."""
+  """The benchmark's ViT and data, the same for every method and evaluation."""
   config.model.width, config.model.depth = FLAGS.width, FLAGS.depth
   config.model.num_heads, config.model.mlp_dim = FLAGS.num_heads, 4 * FLAGS.width
   config.model.compute_dtype = "float32" if FLAGS.width <= 256 else "bfloat16"
+  if FLAGS.patch_size:
+    config.model.patch_size = FLAGS.patch_size
+  if FLAGS.image_size:
+    config.data.image_size = FLAGS.image_size
+  if FLAGS.builder_dir:
+    config.data.builder_dir = FLAGS.builder_dir
 
 
 def parse_overrides(items) -> dict:

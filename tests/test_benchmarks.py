@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end on tiny settings and print their tables (no timing
 is asserted)."""
+import json
 import os
 import subprocess
 import sys
@@ -53,3 +54,23 @@ def test_step_memory_reports_each_config():
   row = result.stdout.splitlines()[-1].split()
   assert row[:4] == ["demo", "1M", "1×2×1", "2"]
   assert float(row[-1]) > float(row[-3]) > 0  # Peak above the train state.
+
+
+def test_ablation_reports_restoration_transfer_and_fine_tuning(tfds_dir, tmp_path):
+  """One variant and the random init, 2 pretraining steps, on the tests' data set."""
+  result = run_script("ablation.py", f"--out={tmp_path}", "--steps=2", "--warmup_steps=1",
+                      "--seeds=0", "--variant=random:", "--variant=k1:restore.num_steps=1",
+                      f"--builder_dir={tfds_dir}", "--image_size=16", "--patch_size=4",
+                      "--width=32", "--depth=1", "--num_heads=2", "--batch_size=8",
+                      "--num_train_examples=16", "--num_eval_examples=8",
+                      "--finetune_splits=train[:50%]", "--finetune_steps=2",
+                      "--finetune_batch_size=4", "--finetune_last_blocks=1")
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+  assert [r["variant"] for r in rows] == ["random", "k1"]
+  for row in rows:
+    for key in ("knn", "linear_probe", "ft train[:50%]", "ft_last1 train[:50%]"):
+      assert 0 <= row[key] <= 1, (row["variant"], key)
+  assert "mse_restored_1" in rows[1] and "train_step_size_1" in rows[1]
+  summary = result.stdout.strip().splitlines()
+  assert summary[-4].startswith("| variant | seeds | knn | linear_probe | ft train[:50%] |")
