@@ -87,7 +87,8 @@ def test_frozen_parameters_get_no_update_and_no_moments():
 
 
 @pytest.mark.slow
-def test_finetuning_runs_evaluates_and_keeps_the_best(tfds_dir, tmp_path, pretrained_workdir):
+def test_finetuning_runs_evaluates_and_keeps_the_best(tfds_dir, tmp_path, pretrained_workdir,
+                                                      caplog):
   c = common.get_transfer_config()
   common.tiny_model(c)
   c.mode, c.pretrained = "finetune", pretrained_workdir
@@ -102,6 +103,15 @@ def test_finetuning_runs_evaluates_and_keeps_the_best(tfds_dir, tmp_path, pretra
   c.num_train_steps = 6  # Resumes from step 4.
   scalars = finetune.train_and_evaluate(c, str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints"))[-1] == "6"
+  # The fine-tuned backbone loads for transfer from the run, a step, or the best evaluation.
+  for path, found in ((tmp_path, "the fine-tuning checkpoint of step 6"),
+                      (tmp_path / "checkpoints" / "4", "the fine-tuning checkpoint of step 4"),
+                      (tmp_path / "best", "the best fine-tuning checkpoint of step")):
+    with caplog.at_level("INFO"):
+      model, params = finetune.pretrained.load_pretrained(str(path), num_classes=3)
+    assert found in caplog.text, path
+    assert np.abs(params["head"]["kernel"]).max() == 0  # A fresh head.
+  assert model.width == 64 and model.depth == 2
 
 
 @pytest.mark.slow
@@ -155,3 +165,15 @@ def test_trained_linear_probe_changes_only_the_head(tfds_dir, tmp_path, pretrain
       np.testing.assert_array_equal(a, b)
   assert np.abs(state["params"]["head"]["kernel"]).max() > 0
   assert not np.allclose(state["probe_stats"]["var"], 1.)
+
+
+def test_adamw_first_moment_in_bfloat16():
+  params = {"w": jnp.ones((4, 4))}
+  c = common.get_transfer_config().optimizer
+  c.warmup_steps, c.warmup_epochs = 0, None
+  for dtype, expected in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
+    c.mu_dtype = dtype
+    state = create_optimizer(c, 256, 10)[0].init(params)
+    mus = [s.mu["w"] for s in jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, "mu"))
+           if hasattr(s, "mu")]
+    assert mus and all(m.dtype == expected for m in mus)

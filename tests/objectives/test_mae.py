@@ -73,7 +73,7 @@ def test_mae_trains_in_the_shared_loop_and_transfers_like_energy_pretraining(tin
   images = input_pipeline.eval_images(config.data, 8)
   loss = lambda params: float(mae.loss(
       params, pixels.normalize(images, config.data.pixel_mean, config.data.pixel_std),
-      jax.random.PRNGKey(5), model=model, config=config)[0])
+      jax.random.split(jax.random.PRNGKey(5), 8), model=model, config=config)[0])
   assert loss(trained["params"]) < 0.9 * loss(init(jax.random.PRNGKey(config.seed))["params"])
 
   # main.py --mode=restore reports MAE's one reconstruction, without energies.
