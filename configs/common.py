@@ -86,14 +86,14 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.loss.type = "mse"  # Pixel distance: 'mse' or 'smooth_l1' (Huber, β = 1).
   c.loss.region = "corrupted"  # Pixels the loss covers: 'corrupted' (as MAE) or 'all'.
   c.loss.steps = "all"  # Average the loss over 'all' restoration steps or use the 'last' only.
-  c.loss.norm_pix = True  # Measure errors in units of each clean patch's std (MAE's norm_pix_loss).
+  c.loss.norm_pix = False  # Errors in units of each clean patch's std (MAE's norm_pix_loss; configs/mae_*.py use it); off: removing it cost the energy objective 1.5 points of kNN (docs/experiments.md).
   c.loss.energy_ranking_weight = 0.0  # Weight of softplus(E(clean) − E(x)) per token, x = corrupted and restored images; 0 = off.
 
   c.corruption = ml_collections.ConfigDict()
   c.corruption.name = "mask"  # Pretext task: 'mask', 'sort', 'sr', 'denoise', 'color', or 'mix' / 'compose' of several.
   c.corruption.mask = ml_collections.ConfigDict()
   c.corruption.mask.ratio = 0.75  # Fraction of patches masked (MAE: 0.75).
-  c.corruption.mask.fill = "noise"  # Masked pixels: 'noise' (N(0,1)), 'zeros' (mean colour) or 'mean' (image mean).
+  c.corruption.mask.fill = "zeros"  # Masked pixels: 'zeros' (the mean colour), 'noise' (N(0,1), 2.6 points of kNN worse in docs/experiments.md) or 'mean' (image mean).
   c.corruption.mask.block_size = 1  # Mask square blocks of this many patches per side (1 = single patches); must divide the patch grid.
   c.corruption.sort = ml_collections.ConfigDict()
   c.corruption.sort.ratio = 0.5  # Fraction of patches that trade places (along one random cycle).

@@ -13,6 +13,7 @@ from configs import tiny_imagenet
 def get_config():
   c = tiny_imagenet.get_config()
   c.method = "mae"  # The MAE objective; the mask ratio is corruption.mask.ratio (0.75).
+  c.loss.norm_pix = True  # MAE's normalized-pixel targets (MAE's default and best setting).
   c.mae.decoder_width = 128  # Decoder width.
   c.mae.decoder_depth = 4  # Decoder blocks.
   c.mae.decoder_num_heads = 4  # Decoder attention heads.

@@ -13,6 +13,7 @@ from configs import vit_b
 def get_config():
   c = vit_b.get_config()
   c.method = "mae"  # The MAE objective; the mask ratio is corruption.mask.ratio (0.75).
+  c.loss.norm_pix = True  # MAE's normalized-pixel targets (MAE's default and best setting).
   c.eval_tasks = ("mask",)  # MAE restores masked patches only.
   c.viewer.tasks = ("mask",)  # Likewise for --mode=restore.
   return c
