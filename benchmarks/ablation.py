@@ -20,7 +20,8 @@ import time
 
 from absl import app, flags
 
-import harness  # pylint: disable=g-bad-import-order  # Defines the model, frozen-evaluation and fine-tuning flags.
+# harness defines the model, frozen-evaluation and fine-tuning flags.
+import harness  # pylint: disable=g-bad-import-order
 from configs import tiny_imagenet
 
 flags.DEFINE_string("out", None, "Output folder (one workdir per run, results.jsonl).")

@@ -136,4 +136,6 @@ def seed_summary(rows: list[dict], key: str) -> str:
   if not values:
     return "–"
   mean = sum(values) / len(values)
-  return f"{mean:.2f} ± {(max(values) - min(values)) / 2:.2f}" if len(values) > 1 else f"{mean:.2f}"
+  if len(values) == 1:
+    return f"{mean:.2f}"
+  return f"{mean:.2f} ± {(max(values) - min(values)) / 2:.2f}"

@@ -103,7 +103,8 @@ def main(argv):
     rows.append((name, f"{m['params'] / 1e6:.0f}M", "×".join(map(str, shape.values())),
                  str(config.batch_size // (shape["data"] * shape["fsdp"])),
                  config.restore.second_order, "yes" if config.model.remat_blocks else "no",
-                 accumulation, config.optimizer.mu_dtype, f"{m['state'] / GIB:.4g}", f"{m['temporaries'] / GIB:.4g}",
+                 accumulation, config.optimizer.mu_dtype, f"{m['state'] / GIB:.4g}",
+                 f"{m['temporaries'] / GIB:.4g}",
                  f"{m['peak'] / GIB:.4g}"))
     print("  ".join(rows[-1]), flush=True)
   widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

@@ -22,7 +22,8 @@ import sys
 
 from absl import app, flags, logging
 
-import harness  # pylint: disable=g-bad-import-order  # Defines the model and evaluation flags.
+# harness defines the model and evaluation flags.
+import harness  # pylint: disable=g-bad-import-order
 from configs import mae_tiny_imagenet, tiny_imagenet
 
 METHODS = {"energy_mask": lambda: tiny_imagenet.get_config("task=mask"),

@@ -48,7 +48,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     probe = config.mode == "linear_probe"
     num_classes = input_pipeline.num_classes(config.data)
     model, params, _ = pretrained.backbone(
-        config, num_classes=num_classes, drop_path_rate=0. if probe else config.finetune.drop_path_rate)
+        config, num_classes=num_classes,
+        drop_path_rate=0. if probe else config.finetune.drop_path_rate)
     config = config.copy_and_resolve_references()  # Recorded with the backbone's architecture.
     config.model.update(pretrained.architecture(model))
     if probe:  # Only the head learns; the backbone holds no optimizer moments.

@@ -93,7 +93,8 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
     diag = jax.device_get(diagnose(state["params"], images, jax.random.PRNGKey(config.seed + 1)))
     if is_chief:
       image_grid.save_png(out_dir / f"{task}_step_{step:08d}.png",
-                          restorations.grid(diag, config, f"task {task}, checkpoint of step {step}",
+                          restorations.grid(diag, config,
+                                            f"task {task}, checkpoint of step {step}",
                                             config.viewer.num_grid_images))
     report[task] = restorations.scalars(diag)
   if is_chief:

@@ -126,7 +126,7 @@ class SaveWatch:
     step, self._pending = self._pending, None
     try:
       self.manager.wait_until_finished()
-    except Exception as e:  # pylint: disable=broad-except  # OSError, ValueError from tensorstore...
+    except Exception as e:  # pylint: disable=broad-except  # OSError; tensorstore's ValueError.
       raise errors.CheckpointError(
           f"checkpoint at step {step} failed: {reason(e)}; last good checkpoint: "
           f"{describe_step(self.last_good)} in {self.manager.directory}") from None

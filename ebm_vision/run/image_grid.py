@@ -62,6 +62,7 @@ def restoration_grid(diag: dict, pixel_mean, pixel_std, min_height: int = 128,
   to_uint8 = lambda x: pixels.to_uint8(x, pixel_mean, pixel_std)
   columns = [to_uint8(diag["clean"]), to_uint8(diag["corrupted"])]
   columns += [to_uint8(x) for x in diag["trajectory"]]
-  labels = ["clean", "corrupted"] + [f"after step {k + 1}" for k in range(len(diag["trajectory"]))]
+  steps = len(diag["trajectory"])
+  labels = ["clean", "corrupted"] + [f"after step {k + 1}" for k in range(steps)]
   grid = make_grid(columns, scale=max(1, min_height // columns[0].shape[1]))
   return add_header(grid, labels, title)

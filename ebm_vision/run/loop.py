@@ -128,7 +128,8 @@ def startup_summary(run: Run, config, job: str, model, params, start_step: int,
   mesh = " × ".join(f"{name} {n}" for name, n in run.mesh.shape.items())
   devices = jax.devices()
   return (f"{job}: ViT {model.depth}×{model.width}, patch {model.patch_size} "
-          f"({num_params / 1e6:.2f}M parameters); data {data.name if data.source == 'tfds' else data.source} "
+          f"({num_params / 1e6:.2f}M parameters); "
+          f"data {data.name if data.source == 'tfds' else data.source} "
           f"{split} ({size}, {data.image_size}×{data.image_size}); {len(devices)} "
           f"{devices[0].platform} device(s) in {jax.process_count()} process(es), mesh {mesh}; "
           f"batch {config.batch_size}; steps {start_step} → {config.num_train_steps}; "

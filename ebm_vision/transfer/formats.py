@@ -140,14 +140,14 @@ def to_timm(params: dict, spec: ViTSpec) -> dict[str, np.ndarray]:
   for i in range(spec.depth):
     b = params["Transformer"][f"encoderblock_{i}"]
     att, mlp, p = b["MultiHeadDotProductAttention_0"], b["MlpBlock_0"], f"blocks.{i}."
-    out[p + "norm1.weight"], out[p + "norm1.bias"] = b["LayerNorm_0"]["scale"], b["LayerNorm_0"]["bias"]
+    for norm, name in (("norm1", "LayerNorm_0"), ("norm2", "LayerNorm_1")):
+      out[p + norm + ".weight"], out[p + norm + ".bias"] = b[name]["scale"], b[name]["bias"]
     out[p + "attn.qkv.weight"] = np.concatenate(
         [t(np.asarray(att[n]["kernel"]).reshape(d, -1)) for n in ("query", "key", "value")])
     out[p + "attn.qkv.bias"] = np.concatenate(
         [np.asarray(att[n]["bias"]).reshape(-1) for n in ("query", "key", "value")])
     out[p + "attn.proj.weight"] = t(np.asarray(att["out"]["kernel"]).reshape(-1, d))
     out[p + "attn.proj.bias"] = att["out"]["bias"]
-    out[p + "norm2.weight"], out[p + "norm2.bias"] = b["LayerNorm_1"]["scale"], b["LayerNorm_1"]["bias"]
     for j in range(2):
       out[p + f"mlp.fc{j + 1}.weight"] = t(mlp[f"Dense_{j}"]["kernel"])
       out[p + f"mlp.fc{j + 1}.bias"] = mlp[f"Dense_{j}"]["bias"]
@@ -243,7 +243,8 @@ def to_hf(params: dict, spec: ViTSpec) -> dict[str, np.ndarray]:
     for a, b in (("attn.proj", "attention.output.dense"), ("mlp.fc1", "intermediate.dense"),
                  ("mlp.fc2", "output.dense"), ("norm1", "layernorm_before"),
                  ("norm2", "layernorm_after")):
-      out[dst + b + ".weight"], out[dst + b + ".bias"] = timm[src + a + ".weight"], timm[src + a + ".bias"]
+      for part in ("weight", "bias"):
+        out[f"{dst}{b}.{part}"] = timm[f"{src}{a}.{part}"]
   return out
 
 
