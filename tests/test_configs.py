@@ -79,3 +79,8 @@ def test_epochs_become_steps_for_the_split_and_batch(tfds_dir):
   with pytest.raises(ValueError, match=r"config.num_epochs=2.0, config.num_train_steps=5: set "
                                        "one of them and the other to None"):
     loop.schedule_in_steps(c)
+
+
+def test_the_demo_measures_only_the_task_it_trains():
+  demo = load(os.path.join(REPO, "configs", "demo.py"))
+  assert tuple(demo.eval_tasks) == (demo.corruption.name,)
