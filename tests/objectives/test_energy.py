@@ -288,6 +288,7 @@ def test_training_makes_restoration_beat_the_corrupted_input(tiny_config):
   c.optimizer.warmup_steps = 5
   c.num_train_steps = 60
   c.corruption.mask.ratio = 0.5
+  c.corruption.mask.fill = "noise"  # Zeros (the default) is closer to smooth images: 150+ steps.
   c.loss.norm_pix = False
   model = models.create_vit(c.model)
   from ebm_vision.run.optimizer import pretraining_optimizer
@@ -332,6 +333,7 @@ def test_ranking_term_makes_the_clean_image_lowest_in_energy(tiny_config):
   c = tiny_config
   c.num_train_steps, c.batch_size, c.optimizer.warmup_steps = 150, 16, 10
   c.corruption.mask.ratio, c.loss.norm_pix = 0.5, False
+  c.corruption.mask.fill = "noise"
   c.optimizer.learning_rate_per_256 = 0.05
   c.loss.energy_ranking_weight = 1.0
   model = models.create_vit(c.model)
