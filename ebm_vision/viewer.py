@@ -34,12 +34,12 @@ def viewer_data_config(config):
 
 
 def optimizer_structure_config(config):
-  """`config` with a one-step schedule: the optimizer state's structure (all the viewer
+  """`config` with a two-step schedule: the optimizer state's structure (all the viewer
   needs to read a checkpoint) does not depend on the schedule, which may be in epochs of
   a data set this machine lacks."""
   config = config.copy_and_resolve_references()
   config.num_epochs, config.optimizer.warmup_epochs = None, None
-  config.num_train_steps, config.optimizer.warmup_steps = 1, 0
+  config.num_train_steps, config.optimizer.warmup_steps = 2, 1  # Warm-up 0 makes optax log.
   return config
 
 
