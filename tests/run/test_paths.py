@@ -1,4 +1,5 @@
 """Workdirs in a bucket (gs://) and workdirs shared by the processes of a multi-host run."""
+import os
 import sys
 import threading
 
@@ -85,3 +86,12 @@ def test_processes_probe_one_workdir_at_once(tmp_path):
     t.join()
   assert not errors, errors[0]
   assert list(tmp_path.iterdir()) == []  # Every probe removed.
+
+
+def test_config_data_dirs_are_relative_to_the_repository(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # Not the repository: the result must not depend on the cwd.
+  resolved = paths.repo_relative("../shared/data/tfds")
+  assert resolved == os.path.normpath(os.path.join(paths.REPO_ROOT, "..", "shared", "data", "tfds"))
+  assert os.path.isfile(os.path.join(paths.REPO_ROOT, "main.py"))
+  assert paths.repo_relative("/abs/dir") == "/abs/dir"
+  assert paths.repo_relative("gs://bucket/tfds") == "gs://bucket/tfds"
