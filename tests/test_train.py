@@ -83,3 +83,26 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     train.train_and_evaluate(c, str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(saved_params(tmp_path, 4)))
+
+
+def test_written_scalars_are_not_changed_afterwards(tiny_config, tmp_path, monkeypatch):
+  """clu's asynchronous writer reads a dict after write_scalars returns: the loop must not
+  add to it later (it once added the held-out metrics: 'dictionary changed size')."""
+  from ebm_vision.run import loop  # pylint: disable=g-import-not-at-top
+  written, create = [], loop.metric_writers.create_default_writer
+
+  def recording_writer(*args, **kwargs):
+    writer = create(*args, **kwargs)
+    write = writer.write_scalars
+
+    def write_scalars(step, scalars):
+      written.append((scalars, dict(scalars)))
+      write(step, scalars)
+    writer.write_scalars = write_scalars
+    return writer
+
+  monkeypatch.setattr(loop.metric_writers, "create_default_writer", recording_writer)
+  scalars = train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert "eval/mask/mse_corrupted" in scalars and len(written) >= 2
+  for later, when_written in written:
+    assert later == when_written

@@ -227,7 +227,8 @@ def train_loop(run: Run, config, manager: ocp.CheckpointManager, state: dict, st
         scalars["train/loss"] = loss_mean
         scalars["train/images_per_sec"] = ((step - timer_step) * config.batch_size /
                                            (time.perf_counter() - timer))
-        run.writer.write_scalars(step, scalars)
+        # A copy: the asynchronous writer reads it later, and evaluation adds to `scalars`.
+        run.writer.write_scalars(step, dict(scalars))
         timer_step, timer = step, time.perf_counter()
       preempted = stop and not out_of_time
       if evaluate is not None and not preempted:  # A preempted run saves at once.
