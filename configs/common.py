@@ -86,7 +86,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.loss.type = "mse"  # Pixel distance: 'mse' or 'smooth_l1' (Huber, β = 1).
   c.loss.region = "corrupted"  # Pixels the loss covers: 'corrupted' (as MAE) or 'all'.
   c.loss.steps = "all"  # Average the loss over 'all' restoration steps or use the 'last' only.
-  c.loss.norm_pix = False  # Errors in units of each clean patch's std (MAE's norm_pix_loss; configs/mae_*.py use it); off: removing it cost the energy objective 1.5 points of kNN (docs/experiments.md).
+  c.loss.norm_pix = False  # Errors in units of each clean patch's std (MAE's norm_pix_loss; configs/mae_*.py use it); on, it cost the energy objective 1.5 points of kNN (docs/experiments.md).
   c.loss.energy_ranking_weight = 0.0  # Weight of softplus(E(clean) − E(x)) per token, x = corrupted and restored images; 0 = off.
 
   c.corruption = ml_collections.ConfigDict()
