@@ -76,6 +76,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.restore.learn_step_size = True  # Learn one α per step; False keeps init_step_size.
   c.restore.step_size_lr_multiplier = 1.0  # Learning rate of the step sizes over the global one (one scalar under AdamW moves ≤ lr per step).
   c.restore.step_normalization = "none"  # 'none': x − α·∇ₓE; 'rms': x − α·∇ₓE/RMS(∇ₓE) per image (α in units of the pixels' std).
+  c.restore.step_size_jitter = 0.0  # Training multiplies each image's α_k by U(1 − j, 1 + j), j this value (randomized step sizes, as Energy-Based Transformers); 0 = exact α.
   c.restore.langevin_noise_scale = 0.0  # σ of the Langevin term √(2α)·σ·ε; 0 = plain descent.
   c.restore.update_region = "corrupted"  # Pixels restoration may move: 'corrupted' or 'all'.
   c.restore.remat = "nothing_saveable"  # Remat of each restoration step: 'none', 'nothing_saveable' (flat memory in K), 'dots_saveable'.

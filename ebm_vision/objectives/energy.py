@@ -162,6 +162,17 @@ def reverse_over_forward_input_gradient(energy_fn: EnergyFn):
   return grad_fn
 
 
+def jitter_step_sizes(alphas: jnp.ndarray, keys: jax.Array, jitter: float) -> jnp.ndarray:
+  """[K] step sizes -> [K, B] of α_k·u, u ~ U(1 − jitter, 1 + jitter) per image and step.
+
+  keys [B]: one per image. Randomized step sizes (as Energy-Based Transformers train
+  theirs) ask the descent to restore for any step near α, not one tuned step.
+  """
+  u = jax.vmap(lambda k: jax.random.uniform(k, alphas.shape, alphas.dtype, 1. - jitter,
+                                            1. + jitter))(keys)
+  return alphas[:, None] * u.T
+
+
 def rms_over_mask(values: jnp.ndarray, mask: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
   """Per-image [B, 1, 1, 1] root mean square of `values` [B, H, W, C] where `mask` is 1."""
   axes = tuple(range(1, values.ndim))
@@ -180,7 +191,7 @@ def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.nda
     energy_fn: (params, images [B, H, W, C]) -> energies [B].
     params: its parameters.
     corrupted: starting images x_0.
-    alphas: [K] step sizes; K is the number of steps.
+    alphas: [K] step sizes, or [K, B] one per image; K is the number of steps.
     rng: key for Langevin noise, or one key per image [B] (unused when
       `langevin_noise_scale` is 0).
     update_mask: [B, H, W, 1] in {0, 1}; only pixels where it is 1 move.
@@ -203,6 +214,7 @@ def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.nda
 
   def step(x, inputs):
     alpha, key = inputs
+    alpha = alpha.reshape(alpha.shape + (1,) * (x.ndim - alpha.ndim))  # [] or [B, 1, 1, 1].
     e, grad_x = grad_fn(params, x)
     if step_normalization == "rms":
       grad_x = grad_x / rms_over_mask(grad_x, mask)

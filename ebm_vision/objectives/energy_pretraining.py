@@ -73,11 +73,15 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, keys, *, train:
   if not config.restore.learn_step_size:
     raw = jax.lax.stop_gradient(raw)
   alphas = energy.step_sizes(raw)
+  r = config.restore
+  descent_alphas = alphas
+  if train and r.step_size_jitter:
+    jitter_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(restore_keys)
+    descent_alphas = energy.jitter_step_sizes(alphas, jitter_keys, r.step_size_jitter)
   weights = energy.token_weights(config.energy.tokens, corrupted.region, model.patch_size)
   efn = energy_fn(model, config, dropout_rng if train else None, weights)
-  r = config.restore
   trajectory, energies = energy.restore(
-      efn, energy_params(params), corrupted.images, alphas, restore_keys,
+      efn, energy_params(params), corrupted.images, descent_alphas, restore_keys,
       update_mask=corrupted.region if r.update_region == "corrupted" else None,
       langevin_noise_scale=r.langevin_noise_scale, remat=r.remat, second_order=r.second_order,
       unroll=r.unroll_steps, step_normalization=r.step_normalization)

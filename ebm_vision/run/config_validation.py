@@ -136,6 +136,8 @@ def validate_pretraining(config, num_devices: int) -> None:
   _choice(config, "energy.tokens", energy.ENERGY_TOKENS)
   _check(config.restore.num_steps >= 1, config, "restore.num_steps", "must be ≥ 1")
   _check(config.restore.init_step_size > 0, config, "restore.init_step_size", "must be > 0")
+  _check(0 <= config.restore.step_size_jitter < 1, config, "restore.step_size_jitter",
+         "must be in [0, 1)")
   _check(config.restore.langevin_noise_scale >= 0, config, "restore.langevin_noise_scale",
          "must be ≥ 0")
   _choice(config, "restore.update_region", energy.REGIONS)

@@ -239,6 +239,49 @@ def test_step_size_lr_multiplier_moves_the_step_size(tiny_config):
   chex.assert_trees_all_close(model_slow, model_fast, rtol=1e-5, atol=1e-7)
 
 
+def test_per_image_step_sizes_step_each_image_by_its_own():
+  """alphas [K, B]: image b moves as if restored alone with the step sizes alphas[:, b]."""
+  efn = lambda w, x: jnp.sum(jnp.sin(w * x), axis=(1, 2, 3))
+  x0 = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 4, 3))
+  alphas = jnp.array([[0.1, 0.2, 0.4], [0.3, 0.05, 0.2]])
+  traj, _ = energy.restore(efn, 1.5, x0, alphas, jax.random.PRNGKey(1))
+  for b in range(3):
+    alone, _ = energy.restore(efn, 1.5, x0[b:b + 1], alphas[:, b], jax.random.PRNGKey(1))
+    np.testing.assert_allclose(traj[:, b:b + 1], alone, rtol=1e-6)
+
+
+def test_step_size_jitter_draws_per_image_factors_around_alpha():
+  alphas = jnp.array([2., 0.5])
+  keys = jax.random.split(jax.random.PRNGKey(0), 4096)
+  jittered = energy.jitter_step_sizes(alphas, keys, 0.5)
+  chex.assert_shape(jittered, (2, 4096))
+  factors = np.asarray(jittered / alphas[:, None])
+  assert factors.min() >= 0.5 and factors.max() <= 1.5
+  np.testing.assert_allclose(factors.mean(1), 1., atol=0.02)
+  np.testing.assert_allclose(factors.std(1), 1 / np.sqrt(12), atol=0.02)  # U(0.5, 1.5).
+  assert np.corrcoef(factors)[0, 1] < 0.1  # Independent across steps.
+  # The gradient still reaches the learned step sizes.
+  grad = jax.grad(lambda a: energy.jitter_step_sizes(a, keys, 0.5).sum())(alphas)
+  np.testing.assert_allclose(grad, factors.sum(1), rtol=1e-4)
+
+
+def test_step_size_jitter_acts_in_training_only(tiny_config):
+  model = models.create_vit(tiny_config.model)
+  params = energy_pretraining.init_params(model, tiny_config, jax.random.PRNGKey(0))
+  clean = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
+  keys = jax.random.split(jax.random.PRNGKey(2), 4)
+
+  def restored(jitter, train):
+    c = tiny_config.copy_and_resolve_references()
+    c.restore.step_size_jitter = jitter
+    c.model.drop_path_rate = 0.
+    return energy_pretraining.corrupt_and_restore(model, c, params, clean, keys,
+                                                  train=train).trajectory
+  np.testing.assert_array_equal(restored(0.5, False), restored(0., False))
+  np.testing.assert_array_equal(restored(0., True), restored(0., False))
+  assert not np.allclose(restored(0.5, True), restored(0., True))
+
+
 def test_unrolled_steps_equal_the_scan():
   efn = lambda w, x: jnp.sum(jnp.sin(w * x), axis=(1, 2, 3))
   x0 = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))

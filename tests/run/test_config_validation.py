@@ -13,7 +13,8 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 @pytest.mark.parametrize("field,value", [
     ("energy.readout", "linear"), ("restore.remat", "full"), ("restore.num_steps", 0),
-    ("restore.update_region", "inside"), ("loss.type", "l1"), ("loss.steps", "first"),
+    ("restore.update_region", "inside"), ("restore.step_size_jitter", 1.0), ("loss.type", "l1"),
+    ("loss.steps", "first"),
     ("corruption.name", "jigsaw"), ("corruption.mask.fill", "blue"),
     ("corruption.mask.ratio", 1.0), ("model.compute_dtype", "float16"),
     ("model.variant", "Q/16"), ("model.posemb", "rope"), ("data.source", "s3"),
