@@ -94,7 +94,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.corruption.name = "mask"  # Pretext task: 'mask', 'sort', 'sr', 'denoise', 'color', or 'mix' / 'compose' of several.
   c.corruption.mask = ml_collections.ConfigDict()
   c.corruption.mask.ratio = 0.75  # Fraction of patches masked (MAE: 0.75).
-  c.corruption.mask.fill = "zeros"  # Masked pixels: 'zeros' (the mean colour), 'noise' (N(0,1), 2.6 points of kNN worse in docs/experiments.md) or 'mean' (image mean).
+  c.corruption.mask.fill = "zeros"  # Masked pixels: 'zeros' (the mean colour), 'noise' (N(0,1), 2.6 points of kNN worse in docs/experiments.md), 'mean' (image mean) or 'learned' (a trained pixel patch; energy method only).
   c.corruption.mask.block_size = 1  # Mask square blocks of this many patches per side (1 = single patches); must divide the patch grid.
   c.corruption.sort = ml_collections.ConfigDict()
   c.corruption.sort.ratio = 0.5  # Fraction of patches that trade places (along one random cycle).

@@ -9,14 +9,14 @@ function in `CORRUPTIONS`; the network does not change.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from ebm_vision.data.patches import patchify, unpatchify
 
-MASK_FILLS = ("noise", "zeros", "mean")
+MASK_FILLS = ("noise", "zeros", "mean", "learned")
 DOWNSAMPLE_METHODS = ("area", "bilinear", "bicubic")
 UPSAMPLE_METHODS = ("nearest", "bilinear", "bicubic")
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luminance.
@@ -28,6 +28,7 @@ class ImageSpec(NamedTuple):
   patch_size: int
   pixel_mean: Sequence[float]  # Per-channel mean of [0, 1] pixels used to normalize.
   pixel_std: Sequence[float]  # Per-channel std of [0, 1] pixels used to normalize.
+  mask_fill: Optional[jnp.ndarray] = None  # [p, p, C] learned patch of mask fill 'learned'.
 
 
 class Corrupted(NamedTuple):
@@ -52,8 +53,9 @@ def mask_patches(images, rng, spec: ImageSpec, *, ratio: float = 0.75,
   """Masked image modeling: replaces a random `ratio` of the patches.
 
   fill: 'noise' (standard normal, i.e. the data's per-channel spread),
-  'zeros' (the data-set mean colour, as images are normalized) or 'mean'
-  (each image's own mean colour). block_size: patches are masked in square
+  'zeros' (the data-set mean colour, as images are normalized), 'mean'
+  (each image's own mean colour) or 'learned' (`spec.mask_fill`, a learned patch in
+  pixel space, in every masked patch: SimMIM's mask token before the patch embedding). block_size: patches are masked in square
   blocks of block_size × block_size patches (1 = each patch on its own), so that
   a masked patch's neighbours are masked too (SimMIM's larger mask patches).
   """
@@ -74,6 +76,11 @@ def mask_patches(images, rng, spec: ImageSpec, *, ratio: float = 0.75,
     filler = jnp.zeros_like(images)
   elif fill == "mean":
     filler = jnp.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
+  elif fill == "learned":
+    if spec.mask_fill is None:
+      raise ValueError("mask fill 'learned' needs the learned patch in ImageSpec.mask_fill")
+    filler = jnp.broadcast_to(jnp.tile(spec.mask_fill, (grid_h, grid_w, 1)),
+                              images.shape).astype(images.dtype)
   else:
     raise ValueError(f"mask fill {fill!r} is not one of {MASK_FILLS}")
   return Corrupted(images=jnp.where(region > 0, filler, images), region=region)

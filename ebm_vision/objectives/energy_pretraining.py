@@ -1,7 +1,8 @@
 """The energy objective (config.method='energy'): corrupt, restore by descent on E, compare.
 
-Parameters: {'model': ViT params, 'restore': {'raw_step_size': [K]}} and, for a read-out
-with parameters, 'readout'. The objective's interface, shared with `mae`: `init_params`,
+Parameters: {'model': ViT params, 'restore': {'raw_step_size': [K]}}, for a read-out
+with parameters 'readout', and with `corruption.mask.fill='learned'` 'mask_fill' (the
+learned patch [p, p, 3], trained by the loss like the rest, not part of the energy). The objective's interface, shared with `mae`: `init_params`,
 `loss`, `diagnostics`.
 """
 from __future__ import annotations
@@ -18,12 +19,15 @@ from ebm_vision.objectives import corruptions, energy, image_metrics
 
 
 def init_params(model: nn.Module, config, rng: jax.Array) -> dict:
-  """Initial ViT parameters, restoration step sizes and read-out parameters (if any)."""
+  """Initial ViT parameters, restoration step sizes (and learned mask fill) and read-out
+  parameters (if any)."""
   size = config.data.image_size
   model_params = model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32),
                             train=False)["params"]
   raw = energy.raw_step_size_init(config.restore.init_step_size, config.restore.num_steps)
   params = {"model": model_params, "restore": {"raw_step_size": raw}}
+  if config.corruption.mask.fill == "learned":  # Starts as the data-set mean colour.
+    params["mask_fill"] = jnp.zeros((model.patch_size, model.patch_size, 3), jnp.float32)
   readout = energy.init_readout(config.energy.readout, model.width, jax.random.fold_in(rng, 1),
                                 model.patch_size)
   return {**params, "readout": readout} if readout else params
@@ -41,10 +45,10 @@ def energy_params(params) -> dict:
   return {k: v for k, v in params.items() if k in ("model", "readout")}
 
 
-def image_spec(model: nn.Module, config) -> corruptions.ImageSpec:
-  """Patch size and pixel normalization, as the corruptions need them."""
+def image_spec(model: nn.Module, config, params) -> corruptions.ImageSpec:
+  """Patch size, pixel normalization and learned mask fill, as the corruptions need them."""
   return corruptions.ImageSpec(model.patch_size, tuple(config.data.pixel_mean),
-                               tuple(config.data.pixel_std))
+                               tuple(config.data.pixel_std), params.get("mask_fill"))
 
 
 class Restoration(NamedTuple):
@@ -68,7 +72,7 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, keys, *, train:
   corrupt_keys, restore_keys, dropout_rng = split[:, 0], split[:, 1], split[0, 2]
   corrupted = corruptions.corrupt_each(clean, corrupt_keys,
                                        corruption_config or config.corruption,
-                                       image_spec(model, config))
+                                       image_spec(model, config, params))
   raw = params["restore"]["raw_step_size"]
   if not config.restore.learn_step_size:
     raw = jax.lax.stop_gradient(raw)

@@ -8,11 +8,11 @@ import optax
 # optimizer.mu_dtype -> dtype of AdamW's first moment (big_vision, MaxText: bfloat16 halves it).
 MU_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 # Parameter names that get no weight decay (besides every 1-D parameter).
-NO_DECAY_NAMES = ("pos_embedding", "cls", "raw_step_size")
+NO_DECAY_NAMES = ("pos_embedding", "cls", "raw_step_size", "mask_fill")
 
 
 def weight_decay_mask(params):
-  """True for kernels (≥2-D) except position/class embeddings and step sizes."""
+  """True for kernels (≥2-D) except position/class embeddings, step sizes, mask fill."""
   def decays(path, leaf):
     names = [getattr(k, "key", str(k)) for k in path]
     return leaf.ndim >= 2 and not any(n in NO_DECAY_NAMES for n in names)

@@ -10,9 +10,9 @@ import pytest
 from configs import common
 from ebm_vision import models
 from ebm_vision.data.patches import patchify
-from ebm_vision.objectives import corruptions, train_step
+from ebm_vision.objectives import corruptions, energy_pretraining, train_step
 from ebm_vision.objectives.corruptions import ImageSpec
-from ebm_vision.run.optimizer import pretraining_optimizer
+from ebm_vision.run.optimizer import pretraining_optimizer, weight_decay_mask
 
 MEAN, STD = (0.45, 0.4, 0.35), (0.25, 0.2, 0.3)
 SPEC = ImageSpec(patch_size=4, pixel_mean=MEAN, pixel_std=STD)
@@ -45,7 +45,9 @@ def test_mask_covers_exactly_ratio_of_the_patches(ratio):
 @pytest.mark.parametrize("fill", corruptions.MASK_FILLS)
 def test_mask_keeps_visible_pixels_and_fills_masked_ones(fill):
   x = images(n=64)
-  out = corruptions.mask_patches(x, jax.random.PRNGKey(2), SPEC, ratio=0.5, fill=fill)
+  patch = jax.random.normal(jax.random.PRNGKey(3), (4, 4, 3))
+  spec = SPEC._replace(mask_fill=patch)
+  out = corruptions.mask_patches(x, jax.random.PRNGKey(2), spec, ratio=0.5, fill=fill)
   visible, masked = np.asarray(out.region[..., 0]) == 0, np.asarray(out.region[..., 0]) == 1
   np.testing.assert_array_equal(np.asarray(out.images)[visible], np.asarray(x)[visible])
   filled = np.asarray(out.images)[masked]
@@ -54,9 +56,46 @@ def test_mask_keeps_visible_pixels_and_fills_masked_ones(fill):
   elif fill == "mean":
     means = np.broadcast_to(np.asarray(x).mean(axis=(1, 2), keepdims=True), x.shape)
     np.testing.assert_allclose(filled, means[masked], rtol=1e-5, atol=1e-6)
+  elif fill == "learned":  # The learned patch in every masked patch.
+    masked_patches = patchify(out.images, 4)[patch_region(out.region) == 1]
+    np.testing.assert_array_equal(masked_patches, np.broadcast_to(
+        np.asarray(patch).reshape(-1), masked_patches.shape))
   else:  # Fresh N(0, 1) noise, unrelated to the image.
     assert abs(filled.mean()) < 0.02 and abs(filled.std() - 1) < 0.02
     assert abs(np.corrcoef(filled.ravel(), np.asarray(x)[masked].ravel())[0, 1]) < 0.02
+
+
+def test_learned_fill_needs_the_learned_patch():
+  with pytest.raises(ValueError, match="mask_fill"):
+    corruptions.mask_patches(images(), jax.random.PRNGKey(2), SPEC, fill="learned")
+
+
+def test_learned_fill_trains_by_the_restoration_loss(tiny_config):
+  """The patch starts at the mean colour and moves; the parameter gradient of the loss
+  reaches it (directional finite differences) and AdamW does not decay it."""
+  c = tiny_config
+  c.corruption.mask.fill = "learned"
+  c.model.drop_path_rate = 0.
+  model = models.create_vit(c.model)
+  tx, schedule = pretraining_optimizer(c)
+  state = train_step.init_state(model, tx, c, jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(state["params"]["mask_fill"], np.zeros((4, 4, 3)))
+  assert not weight_decay_mask(state["params"])["mask_fill"]
+  clean = images(n=8)
+  keys = jax.random.split(jax.random.PRNGKey(5), 8)
+  loss = lambda fill: energy_pretraining.loss({**state["params"], "mask_fill": fill}, clean,
+                                              keys, model=model, config=c)[0]
+  fill = 0.1 * jax.random.normal(jax.random.PRNGKey(6), (4, 4, 3))
+  direction = jax.random.normal(jax.random.PRNGKey(7), (4, 4, 3))
+  eps = 1e-2
+  numeric = (loss(fill + eps * direction) - loss(fill - eps * direction)) / (2 * eps)
+  np.testing.assert_allclose(jnp.vdot(jax.grad(loss)(fill), direction), numeric, rtol=2e-2)
+  batch = {"image": np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), np.uint8)}
+  step = jax.jit(functools.partial(train_step.train_step, model=model, config=c, tx=tx,
+                                   schedule=schedule))
+  for _ in range(2):  # The learning rate of the first step is 0 (warm-up).
+    state, _ = step(state, batch)
+  assert np.abs(np.asarray(state["params"]["mask_fill"])).max() > 0
 
 
 def test_block_masking_masks_whole_blocks_of_patches():
