@@ -55,9 +55,10 @@ def mask_patches(images, rng, spec: ImageSpec, *, ratio: float = 0.75,
   fill: 'noise' (standard normal, i.e. the data's per-channel spread),
   'zeros' (the data-set mean colour, as images are normalized), 'mean'
   (each image's own mean colour) or 'learned' (`spec.mask_fill`, a learned patch in
-  pixel space, in every masked patch: SimMIM's mask token before the patch embedding). block_size: patches are masked in square
-  blocks of block_size × block_size patches (1 = each patch on its own), so that
-  a masked patch's neighbours are masked too (SimMIM's larger mask patches).
+  pixel space, in every masked patch: SimMIM's mask token before the patch embedding).
+  block_size: patches are masked in square blocks of block_size × block_size patches
+  (1 = each patch on its own), so that a masked patch's neighbours are masked too
+  (SimMIM's larger mask patches).
   """
   b, h, w, _ = images.shape
   mask_rng, fill_rng = jax.random.split(rng)

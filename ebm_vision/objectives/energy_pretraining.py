@@ -2,8 +2,8 @@
 
 Parameters: {'model': ViT params, 'restore': {'raw_step_size': [K]}}, for a read-out
 with parameters 'readout', and with `corruption.mask.fill='learned'` 'mask_fill' (the
-learned patch [p, p, 3], trained by the loss like the rest, not part of the energy). The objective's interface, shared with `mae`: `init_params`,
-`loss`, `diagnostics`.
+learned patch [p, p, 3], trained by the loss like the rest, not part of the energy).
+The objective's interface, shared with `mae`: `init_params`, `loss`, `diagnostics`.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from ebm_vision.objectives import corruptions, energy, image_metrics
 
 
 def init_params(model: nn.Module, config, rng: jax.Array) -> dict:
-  """Initial ViT parameters, restoration step sizes (and learned mask fill) and read-out
-  parameters (if any)."""
+  """Initial ViT parameters, restoration step sizes, and the learned mask fill and
+  read-out parameters (if any)."""
   size = config.data.image_size
   model_params = model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32),
                             train=False)["params"]
