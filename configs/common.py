@@ -88,6 +88,8 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.loss.region = "corrupted"  # Pixels the loss covers: 'corrupted' (as MAE) or 'all'.
   c.loss.steps = "all"  # Average the loss over 'all' restoration steps or use the 'last' only.
   c.loss.norm_pix = False  # Errors in units of each clean patch's std (MAE's norm_pix_loss; configs/mae_*.py use it); on, it cost the energy objective 1.5 points of kNN (docs/experiments.md).
+  c.loss.norm_pix_stats = "clean"  # With norm_pix, each patch normalized by the 'clean' patch's mean and std (both sides) or by its 'own' (shift- and scale-invariant; energy only).
+  c.loss.norm_pix_eps = 1e-6  # Variance floor of the per-patch normalization (energy only; MAE's is 1e-6).
   c.loss.energy_ranking_weight = 0.0  # Weight of softplus(E(clean) − E(x)) per token, x = corrupted and restored images; 0 = off.
 
   c.corruption = ml_collections.ConfigDict()

@@ -50,6 +50,10 @@ REMAT_POLICIES = {
 LOSS_TYPES = ("mse", "smooth_l1")
 REGIONS = ("corrupted", "all")
 LOSS_STEPS = ("all", "last")
+# Per-patch statistics of `loss.norm_pix`: 'clean' normalizes restored and clean patch alike
+# by the clean patch's mean and std (an error weight 1 / σ²_clean); 'own' standardizes each
+# side by its own (the loss ignores every patch's mean and contrast, as MAE's target does).
+PATCH_STATS = ("clean", "own")
 
 # How the parameter gradient goes through ∇ₓE: 'autodiff' differentiates the VJP that
 # computed it; 'reverse_over_forward' is a custom VJP that recomputes, from (θ, x) alone,
@@ -241,8 +245,8 @@ def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.nda
 def patch_normalizer(clean: jnp.ndarray, patch_size: int, eps: float = 1e-6):
   """Returns f(images) = (images − μ_patch) / σ_patch with the statistics of `clean`.
 
-  This is MAE's normalized-pixel target applied to both sides of the loss: the
-  error of each patch is measured in units of that clean patch's contrast.
+  Applied to both sides of the loss, this measures each patch's error in units of that
+  clean patch's contrast: a per-patch weight 1 / σ², not MAE's target.
   """
   patches = patchify(clean, patch_size)
   mean = patches.mean(-1, keepdims=True)
@@ -250,9 +254,23 @@ def patch_normalizer(clean: jnp.ndarray, patch_size: int, eps: float = 1e-6):
   return lambda x: unpatchify((patchify(x, patch_size) - mean) / std, clean.shape, patch_size)
 
 
+def standardize_patches(images: jnp.ndarray, patch_size: int, eps: float) -> jnp.ndarray:
+  """Each patch minus its own mean, divided by sqrt(its own variance + eps).
+
+  On both sides of the loss this is MAE's normalized-pixel target for a model whose
+  output is an image: the loss ignores each patch's mean and contrast, and `eps`
+  (a variance floor) bounds the gradient of a nearly flat restored patch.
+  """
+  patches = patchify(images, patch_size)
+  patches = (patches - patches.mean(-1, keepdims=True)) / jnp.sqrt(
+      patches.var(-1, keepdims=True) + eps)
+  return unpatchify(patches, images.shape, patch_size)
+
+
 def restoration_loss(trajectory: jnp.ndarray, clean: jnp.ndarray,
                      region: jnp.ndarray, *, loss_type: str = "mse",
-                     steps: str = "all", patch_size: Optional[int] = None):
+                     steps: str = "all", patch_size: Optional[int] = None,
+                     patch_stats: str = "clean", patch_eps: float = 1e-6):
   """Distance between restored images and the clean one, averaged over `region`.
 
   Args:
@@ -261,14 +279,21 @@ def restoration_loss(trajectory: jnp.ndarray, clean: jnp.ndarray,
     region: [B, H, W, 1] weights (1 where the loss counts).
     loss_type: 'mse' (squared error) or 'smooth_l1' (Huber, β = 1).
     steps: 'all' averages the loss over the K steps, 'last' uses only x_K.
-    patch_size: if given, per-patch normalized targets (see `patch_normalizer`).
+    patch_size: if given, per-patch normalized pixels on both sides.
+    patch_stats: one of PATCH_STATS: 'clean' normalizes both sides with the clean
+      patch's mean and std (`patch_normalizer`), 'own' each side with its own
+      (`standardize_patches`).
+    patch_eps: the variance floor of the normalization.
 
   Returns:
     (loss scalar, per-step losses [K]).
   """
-  if patch_size:
-    normalize = jax.vmap(patch_normalizer(clean, patch_size))
+  if patch_size and patch_stats == "clean":
+    normalize = jax.vmap(patch_normalizer(clean, patch_size, patch_eps))
     trajectory, clean = normalize(trajectory), normalize(clean[None])[0]
+  elif patch_size:
+    normalize = functools.partial(standardize_patches, patch_size=patch_size, eps=patch_eps)
+    trajectory, clean = jax.vmap(normalize)(trajectory), normalize(clean)
   diff = trajectory - clean[None]
   err = jnp.square(diff) if loss_type == "mse" else optax.huber_loss(diff, delta=1.)
   denom = jnp.maximum(region.sum() * clean.shape[-1], 1.)

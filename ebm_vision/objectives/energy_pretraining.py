@@ -105,7 +105,8 @@ def loss(params, clean, keys, *, model: nn.Module, config):
       r.corrupted.region)
   total, per_step = energy.restoration_loss(
       r.trajectory, clean, region, loss_type=config.loss.type, steps=config.loss.steps,
-      patch_size=model.patch_size if config.loss.norm_pix else None)
+      patch_size=model.patch_size if config.loss.norm_pix else None,
+      patch_stats=config.loss.norm_pix_stats, patch_eps=config.loss.norm_pix_eps)
   aux = {"loss_per_step": per_step, "step_size": r.step_sizes,
          "energy_per_step": r.energies.mean(axis=1)}
   if config.loss.energy_ranking_weight:

@@ -149,6 +149,8 @@ def validate_pretraining(config, num_devices: int) -> None:
   _choice(config, "loss.type", energy.LOSS_TYPES)
   _choice(config, "loss.region", energy.REGIONS)
   _choice(config, "loss.steps", energy.LOSS_STEPS)
+  _choice(config, "loss.norm_pix_stats", energy.PATCH_STATS)
+  _check(config.loss.norm_pix_eps > 0, config, "loss.norm_pix_eps", "must be > 0")
 
   tasks = (*corruptions.CORRUPTIONS, *corruptions.COMBINATIONS)
   _choice(config, "corruption.name", tasks)
