@@ -267,6 +267,18 @@ def standardize_patches(images: jnp.ndarray, patch_size: int, eps: float) -> jnp
   return unpatchify(patches, images.shape, patch_size)
 
 
+def match_patch_statistics(images: jnp.ndarray, reference: jnp.ndarray, patch_size: int,
+                           eps: float) -> jnp.ndarray:
+  """`standardize_patches(images)` mapped back with each `reference` patch's mean and
+  sqrt(variance + eps): what the loss with per-patch statistics 'own' compares, in pixels
+  (as MAE's normalized-pixel predictions are shown with the clean patch's statistics)."""
+  ref = patchify(reference, patch_size)
+  scale = jnp.sqrt(ref.var(-1, keepdims=True) + eps)
+  standardized = patchify(standardize_patches(images, patch_size, eps), patch_size)
+  return unpatchify(standardized * scale + ref.mean(-1, keepdims=True), images.shape,
+                    patch_size)
+
+
 def restoration_loss(trajectory: jnp.ndarray, clean: jnp.ndarray,
                      region: jnp.ndarray, *, loss_type: str = "mse",
                      steps: str = "all", patch_size: Optional[int] = None,

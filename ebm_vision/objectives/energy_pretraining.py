@@ -123,14 +123,25 @@ def diagnostics(params, images, rng, *, model: nn.Module, config,
   """Corrupts and restores uint8 `images` without drop path and measures the result.
 
   Returns the images and metrics of `image_metrics.restoration_metrics`, and the batch
-  mean energies `energy_clean`, `energy_corrupted` and `energy_restored` [K].
+  mean energies `energy_clean`, `energy_corrupted` and `energy_restored` [K]. With
+  `loss.norm_pix` and `loss.norm_pix_stats='own'` (a loss blind to each patch's mean and
+  contrast) the restored patches of the corrupted region are measured and shown with the
+  clean patches' mean and contrast (`energy.match_patch_statistics`), as MAE's are, and
+  `unmatched_mse_restored` [K] is the masked MSE of the descent's own pixels.
   """
   clean = pixels.normalize(images, config.data.pixel_mean, config.data.pixel_std)
   r = corrupt_and_restore(model, config, params, clean,
                           jax.random.split(rng, clean.shape[0]), train=False,
                           corruption_config=corruption_config)
-  return {**image_metrics.restoration_metrics(
-              clean, r.corrupted.images, r.corrupted.region, r.trajectory,
+  restored, extra = r.trajectory, {}
+  if config.loss.norm_pix and config.loss.norm_pix_stats == "own":
+    match = functools.partial(energy.match_patch_statistics, reference=clean,
+                              patch_size=model.patch_size, eps=config.loss.norm_pix_eps)
+    restored = jnp.where(r.corrupted.region > 0, jax.vmap(match)(restored), restored)
+    extra["unmatched_mse_restored"] = jax.vmap(  # [K], the descent's own pixels.
+        lambda x: image_metrics.region_mse(x, clean, r.corrupted.region))(r.trajectory)
+  return {**extra, **image_metrics.restoration_metrics(
+              clean, r.corrupted.images, r.corrupted.region, restored,
               config.data.pixel_mean, config.data.pixel_std),
           "energy_clean": r.energy(clean).mean(), "energy_corrupted": r.energies[0].mean(),
           "energy_restored": jax.vmap(lambda x: r.energy(x).mean())(r.trajectory)}

@@ -19,6 +19,12 @@ def ssim(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
   return dm_pix.ssim(a, b, max_val=1.)
 
 
+def region_mse(x: jnp.ndarray, clean: jnp.ndarray, region: jnp.ndarray) -> jnp.ndarray:
+  """Mean squared error of [B, H, W, C] `x` against `clean` over `region` [B, H, W, 1]."""
+  return jnp.sum(jnp.square(x - clean) * region) / jnp.maximum(
+      region.sum() * clean.shape[-1], 1.)
+
+
 def restoration_metrics(clean, corrupted, region, trajectory, pixel_mean, pixel_std) -> dict:
   """How close each restoration step comes to the clean images (all normalized).
 
@@ -34,12 +40,11 @@ def restoration_metrics(clean, corrupted, region, trajectory, pixel_mean, pixel_
   mean, std = jnp.asarray(pixel_mean), jnp.asarray(pixel_std)
   to_unit = lambda x: jnp.clip(x * std + mean, 0., 1.)
   per_step = lambda f: jax.vmap(f)(trajectory)
-  region_mse = lambda x: jnp.sum(jnp.square(x - clean) * region) / jnp.maximum(
-      region.sum() * clean.shape[-1], 1.)
   metric = lambda fn, x: fn(to_unit(x), to_unit(clean)).mean()
   return {"clean": clean, "corrupted": corrupted, "region": region, "trajectory": trajectory,
           "psnr_corrupted": metric(psnr, corrupted),
           "psnr_restored": per_step(lambda x: metric(psnr, x)),
           "ssim_corrupted": metric(ssim, corrupted),
           "ssim_restored": per_step(lambda x: metric(ssim, x)),
-          "mse_corrupted": region_mse(corrupted), "mse_restored": per_step(region_mse)}
+          "mse_corrupted": region_mse(corrupted, clean, region),
+          "mse_restored": per_step(lambda x: region_mse(x, clean, region))}

@@ -32,7 +32,7 @@ def test_energy_is_one_float32_per_image(tiny_config, readout):
 
 def _loss_fn(model, clean, corrupted, region, remat, steps="all", norm_pix=False,
              second_order="autodiff", readout="sq_norm", step_normalization="none",
-             tokens="all"):
+             tokens="all", patch_stats="clean"):
   def loss(params):
     efn = functools.partial(energy.energy, model, readout=readout,
                             token_weights=energy.token_weights(tokens, region, model.patch_size))
@@ -42,16 +42,18 @@ def _loss_fn(model, clean, corrupted, region, remat, steps="all", norm_pix=False
                              update_mask=region, remat=remat, second_order=second_order,
                              step_normalization=step_normalization)
     return energy.restoration_loss(traj, clean, region, steps=steps,
-                                   patch_size=2 if norm_pix else None)[0]
+                                   patch_size=2 if norm_pix else None,
+                                   patch_stats=patch_stats, patch_eps=0.05)[0]
   return loss
 
 
-@pytest.mark.parametrize("readout, step_normalization, tokens", [
-    ("sq_norm", "none", "all"), ("sq_norm_residual", "none", "all"),
-    ("sq_norm_pooled", "rms", "uncorrupted"), ("projected_sq_norm", "none", "all"),
-    ("sq_norm", "none", "uncorrupted"), ("reconstruction", "none", "all")])
+@pytest.mark.parametrize("readout, step_normalization, tokens, patch_stats", [
+    ("sq_norm", "none", "all", "clean"), ("sq_norm_residual", "none", "all", "clean"),
+    ("sq_norm_pooled", "rms", "uncorrupted", "clean"),
+    ("projected_sq_norm", "none", "all", "clean"), ("sq_norm", "none", "uncorrupted", "clean"),
+    ("reconstruction", "none", "all", "clean"), ("sq_norm", "none", "all", "own")])
 def test_parameter_gradient_matches_central_finite_differences(readout, step_normalization,
-                                                               tokens):
+                                                               tokens, patch_stats):
   """The gradient flows through ∇ₓE (second order); float64 for exact differences."""
   with jax.enable_x64(True):
     model = vit.ViT(width=8, depth=1, mlp_dim=16, num_heads=2, patch_size=2,
@@ -68,7 +70,7 @@ def test_parameter_gradient_matches_central_finite_differences(readout, step_nor
     params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
     loss = jax.jit(_loss_fn(model, clean, corrupted, region, "none", norm_pix=True,
                             readout=readout, step_normalization=step_normalization,
-                            tokens=tokens))
+                            tokens=tokens, patch_stats=patch_stats))
     grads = jax.grad(loss)(params)
     # The classic mistake (input gradient taken without its graph) leaves the
     # network's weights without gradient: they must have one.
@@ -321,6 +323,67 @@ def test_loss_region_and_steps():
   np.testing.assert_allclose(last, 9.)
   huber, _ = energy.restoration_loss(traj, clean, region, loss_type="smooth_l1")
   np.testing.assert_allclose(huber, (0.5 + 2.5) / 2)
+
+
+def test_own_patch_statistics_ignore_each_patch_mean_and_contrast():
+  """'own' standardizes each side by itself: a restored patch that is the clean one up to
+  its own shift and positive scale costs nothing; 'clean' charges for it."""
+  k = jax.random.split(jax.random.PRNGKey(5), 3)
+  clean = jax.random.normal(k[0], (2, 4, 4, 3))
+  shift = jax.random.normal(k[1], (2, 2, 1, 2, 1, 1))  # One per 2×2 patch.
+  scale = jnp.exp(jax.random.normal(k[2], shift.shape))
+  patches = clean.reshape(2, 2, 2, 2, 2, 3)
+  restored = (patches * scale + shift).reshape(clean.shape)[None]
+  region = jnp.ones((2, 4, 4, 1))
+  own, _ = energy.restoration_loss(restored, clean, region, patch_size=2,
+                                   patch_stats="own", patch_eps=1e-10)
+  np.testing.assert_allclose(own, 0., atol=1e-6)
+  theirs, _ = energy.restoration_loss(restored, clean, region, patch_size=2)
+  assert float(theirs) > 0.1
+  # The floor keeps the gradient of a flat restored patch finite and bounded.
+  grad = jax.grad(lambda r: energy.restoration_loss(
+      r, clean, region, patch_size=2, patch_stats="own", patch_eps=0.05)[0])(
+          jnp.zeros_like(restored))
+  assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).max()) < 10.
+
+
+def test_match_patch_statistics_gives_each_patch_the_reference_mean_and_std():
+  k = jax.random.split(jax.random.PRNGKey(6), 2)
+  images, reference = (jax.random.normal(key, (2, 4, 4, 3)) for key in k)
+  matched = patchify(energy.match_patch_statistics(images, reference, 2, eps=1e-10), 2)
+  ref = patchify(reference, 2)
+  np.testing.assert_allclose(matched.mean(-1), ref.mean(-1), atol=1e-5)
+  np.testing.assert_allclose(matched.std(-1), ref.std(-1), rtol=1e-4)
+  # Within each patch the structure is the image's own: correlation 1 with it.
+  own = patchify(images, 2)
+  centered = lambda x: x - x.mean(-1, keepdims=True)
+  corr = (centered(matched) * centered(own)).sum(-1) / (
+      jnp.linalg.norm(centered(matched), axis=-1) * jnp.linalg.norm(centered(own), axis=-1))
+  np.testing.assert_allclose(corr, 1., rtol=1e-5)
+
+
+def test_diagnostics_measure_own_stats_restorations_with_the_clean_patch_statistics(
+    tiny_config):
+  """With a loss blind to patch mean and contrast, restored masked patches are shown with
+  the clean ones' (as MAE's), and the descent's own pixels are reported beside them."""
+  c = tiny_config
+  c.corruption.mask.fill = "zeros"
+  model = models.create_vit(c.model)
+  params = energy_pretraining.init_params(model, c, jax.random.PRNGKey(0))
+  images = jax.random.randint(jax.random.PRNGKey(1), (4, 16, 16, 3), 0, 256).astype(jnp.uint8)
+  d = energy_pretraining.diagnostics(params, images, jax.random.PRNGKey(2), model=model,
+                                     config=c)
+  p, eps = model.patch_size, c.loss.norm_pix_eps
+  masked = patchify(d["region"], p)[..., 0] > 0  # [B, N]: whole patches.
+  restored, clean = patchify(d["trajectory"][-1], p), patchify(d["clean"], p)
+  np.testing.assert_allclose(restored.mean(-1)[masked], clean.mean(-1)[masked], atol=1e-4)
+  assert np.all(np.asarray(restored.var(-1)[masked]) <= np.asarray(clean.var(-1)[masked]) + eps)
+  np.testing.assert_array_equal(restored[~masked], clean[~masked])
+  chex.assert_shape(d["unmatched_mse_restored"], (c.restore.num_steps,))
+  assert float(jnp.abs(d["unmatched_mse_restored"] - d["mse_restored"]).max()) > 1e-3
+  c.loss.norm_pix_stats = "clean"
+  assert "unmatched_mse_restored" not in energy_pretraining.diagnostics(
+      params, images, jax.random.PRNGKey(2), model=model, config=c)
 
 
 @pytest.mark.slow
