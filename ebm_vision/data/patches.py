@@ -20,3 +20,9 @@ def unpatchify(patches: jnp.ndarray, shape: Sequence[int], patch_size: int) -> j
   p = patch_size
   x = patches.reshape(b, h // p, w // p, p, p, c).transpose(0, 1, 3, 2, 4, 5)
   return x.reshape(b, h, w, c)
+
+
+def patch_statistics(patches: jnp.ndarray, eps: float) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Each patch's mean and sqrt(variance + eps) over its p·p·C values ([..., 1] each), the
+  statistics of MAE's normalized-pixel target."""
+  return patches.mean(-1, keepdims=True), jnp.sqrt(patches.var(-1, keepdims=True) + eps)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ebm_vision.data.patches import patchify, unpatchify
+from ebm_vision.data.patches import patch_statistics, patchify, unpatchify
 
 # Energy read-outs of the last block's tokens h [B, N, D] (before the final norm).
 # Both sum over tokens, so ∇ₓE per pixel does not shrink with the token count.
@@ -248,10 +248,15 @@ def patch_normalizer(clean: jnp.ndarray, patch_size: int, eps: float = 1e-6):
   Applied to both sides of the loss, this measures each patch's error in units of that
   clean patch's contrast: a per-patch weight 1 / σ², not MAE's target.
   """
-  patches = patchify(clean, patch_size)
-  mean = patches.mean(-1, keepdims=True)
-  std = jnp.sqrt(patches.var(-1, keepdims=True) + eps)
+  mean, std = patch_statistics(patchify(clean, patch_size), eps)
   return lambda x: unpatchify((patchify(x, patch_size) - mean) / std, clean.shape, patch_size)
+
+
+def _standardized_patches(images: jnp.ndarray, patch_size: int, eps: float) -> jnp.ndarray:
+  """[B, N, p·p·C]: each patch of `images` minus its mean, over sqrt(its variance + eps)."""
+  patches = patchify(images, patch_size)
+  mean, std = patch_statistics(patches, eps)
+  return (patches - mean) / std
 
 
 def standardize_patches(images: jnp.ndarray, patch_size: int, eps: float) -> jnp.ndarray:
@@ -261,10 +266,7 @@ def standardize_patches(images: jnp.ndarray, patch_size: int, eps: float) -> jnp
   output is an image: the loss ignores each patch's mean and contrast, and `eps`
   (a variance floor) bounds the gradient of a nearly flat restored patch.
   """
-  patches = patchify(images, patch_size)
-  patches = (patches - patches.mean(-1, keepdims=True)) / jnp.sqrt(
-      patches.var(-1, keepdims=True) + eps)
-  return unpatchify(patches, images.shape, patch_size)
+  return unpatchify(_standardized_patches(images, patch_size, eps), images.shape, patch_size)
 
 
 def match_patch_statistics(images: jnp.ndarray, reference: jnp.ndarray, patch_size: int,
@@ -272,10 +274,8 @@ def match_patch_statistics(images: jnp.ndarray, reference: jnp.ndarray, patch_si
   """`standardize_patches(images)` mapped back with each `reference` patch's mean and
   sqrt(variance + eps): what the loss with per-patch statistics 'own' compares, in pixels
   (as MAE's normalized-pixel predictions are shown with the clean patch's statistics)."""
-  ref = patchify(reference, patch_size)
-  scale = jnp.sqrt(ref.var(-1, keepdims=True) + eps)
-  standardized = patchify(standardize_patches(images, patch_size, eps), patch_size)
-  return unpatchify(standardized * scale + ref.mean(-1, keepdims=True), images.shape,
+  mean, std = patch_statistics(patchify(reference, patch_size), eps)
+  return unpatchify(_standardized_patches(images, patch_size, eps) * std + mean, images.shape,
                     patch_size)
 
 

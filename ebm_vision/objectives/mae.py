@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ebm_vision.data import pixels
-from ebm_vision.data.patches import patchify, unpatchify
+from ebm_vision.data.patches import patch_statistics, patchify, unpatchify
 from ebm_vision.models.vit import Encoder, sincos2d_posemb
 from ebm_vision.objectives import image_metrics
 
@@ -97,8 +97,8 @@ def reconstruct(params, clean, keys, *, model: nn.Module, config, train: bool):
                                              ids_restore, (h // p, w // p))
   target = patchify(clean, p)
   if config.loss.norm_pix:
-    target = (target - target.mean(-1, keepdims=True)) / jnp.sqrt(
-        target.var(-1, keepdims=True) + 1e-6)
+    mean, std = patch_statistics(target, 1e-6)
+    target = (target - mean) / std
   return pred, mask, target
 
 
@@ -125,8 +125,8 @@ def diagnostics(params, images, rng, *, model: nn.Module, config, corruption_con
   p = model.patch_size
   patches = patchify(clean, p)
   if config.loss.norm_pix:
-    pred = pred * jnp.sqrt(patches.var(-1, keepdims=True) + 1e-6) + patches.mean(
-        -1, keepdims=True)
+    mean, std = patch_statistics(patches, 1e-6)
+    pred = pred * std + mean
   region = unpatchify(jnp.broadcast_to(mask[..., None], patches.shape), clean.shape, p)
   restored = jnp.where(region > 0, unpatchify(pred, clean.shape, p), clean)
   return image_metrics.restoration_metrics(clean, clean * (1. - region), region[..., :1],
