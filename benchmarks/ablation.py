@@ -33,9 +33,9 @@ FLAGS = flags.FLAGS
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-  """'name:a.b=1,c=x' -> ('name', {'a.b': 1, 'c': 'x'})."""
+  """'name:a.b=1,c=(2, 3)' -> ('name', {'a.b': 1, 'c': (2, 3)})."""
   name, _, rest = text.partition(":")
-  return name, harness.parse_overrides(filter(None, rest.split(",")))
+  return name, harness.parse_overrides(rest)
 
 
 def run(name: str, overrides: dict, seed: int) -> dict:

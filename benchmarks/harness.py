@@ -55,10 +55,18 @@ def shrink_model(config) -> None:
     config.data.builder_dir = FLAGS.builder_dir
 
 
-def parse_overrides(items) -> dict:
-  """['a.b=1', 'c=x'] -> {'a.b': 1, 'c': 'x'}; values are Python literals, else strings."""
+def parse_overrides(text: str) -> dict:
+  """'a.b=1,c=x,d=(2, 3)' -> {'a.b': 1, 'c': 'x', 'd': (2, 3)}: values are Python literals,
+  else strings; commas inside brackets belong to the value."""
+  items, depth, start = [], 0, 0
+  for i, char in enumerate(text):
+    depth += (char in "([{") - (char in ")]}")
+    if char == "," and depth == 0:
+      items.append(text[start:i])
+      start = i + 1
+  items.append(text[start:])
   overrides = {}
-  for item in items:
+  for item in filter(None, items):
     field, _, value = item.partition("=")
     try:
       overrides[field] = ast.literal_eval(value)

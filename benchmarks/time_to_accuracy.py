@@ -35,8 +35,8 @@ flags.DEFINE_list("budgets", ["60", "120", "240"], "Cumulative training seconds.
 flags.DEFINE_list("methods", list(METHODS), f"Any of {list(METHODS)}.")
 flags.DEFINE_list("seeds", ["0"], "Seeds: each method pretrains, and fine-tunes, once per seed.")
 flags.DEFINE_integer("schedule_steps", 2000, "Steps of the warm-up + cosine schedule.")
-flags.DEFINE_list("overrides", [], "field=value pairs set in every pretraining config, e.g. "
-                  "loss.norm_pix=False (values as Python literals).")
+flags.DEFINE_string("overrides", "", "field=value pairs set in every pretraining config, e.g. "
+                    "loss.norm_pix=False,corruption.mix.weights=(3, 1, 1) (Python literals).")
 flags.mark_flag_as_required("out")
 FLAGS = flags.FLAGS
 

@@ -74,3 +74,11 @@ def test_ablation_reports_restoration_transfer_and_fine_tuning(tfds_dir, tmp_pat
   assert "mse_restored_1" in rows[1] and "train_step_size_1" in rows[1]
   summary = result.stdout.strip().splitlines()
   assert summary[-4].startswith("| variant | seeds | knn | linear_probe | ft train[:50%] |")
+
+
+def test_overrides_keep_commas_inside_brackets():
+  sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+  import harness  # pylint: disable=import-outside-toplevel
+  assert harness.parse_overrides("a.b=1,c=x,d=(2, 3),e=['u', 'v'],f=0.5,") == {
+      "a.b": 1, "c": "x", "d": (2, 3), "e": ["u", "v"], "f": 0.5}
+  assert harness.parse_overrides("") == {}
