@@ -34,6 +34,7 @@ class ImageSpec(NamedTuple):
 class Corrupted(NamedTuple):
   images: jnp.ndarray  # [B, H, W, C] corrupted images.
   region: jnp.ndarray  # [B, H, W, 1] float32, 1 where the image was corrupted.
+  task: Optional[jnp.ndarray] = None  # [B] int32 index into TASKS (-1: 'compose'); set by `corrupt`.
 
 
 def _everywhere(images) -> jnp.ndarray:
@@ -158,6 +159,7 @@ CORRUPTIONS = {
     "denoise": add_noise,
     "color": grayscale,
 }
+TASKS = tuple(CORRUPTIONS)  # Single tasks, in the order of `Corrupted.task`.
 
 
 def apply_task(name: str, images, rng, corruption_config, spec: ImageSpec) -> Corrupted:
@@ -171,7 +173,7 @@ def corrupt_each(images, keys, corruption_config, spec: ImageSpec) -> Corrupted:
   key alone, so a batch split into micro-batches is corrupted as the whole batch is."""
   one = lambda x, k: corrupt(x[None], k, corruption_config, spec)
   out = jax.vmap(one)(images, keys)
-  return Corrupted(out.images[:, 0], out.region[:, 0])
+  return Corrupted(out.images[:, 0], out.region[:, 0], out.task[:, 0])
 
 
 def corrupt(images, rng, corruption_config, spec: ImageSpec) -> Corrupted:
@@ -179,23 +181,26 @@ def corrupt(images, rng, corruption_config, spec: ImageSpec) -> Corrupted:
 
   'mix': each image gets one task of `mix.tasks`, drawn with `mix.weights`.
   'compose': every image gets all of `compose.tasks` in order; the region is
-  their union.
+  their union. `Corrupted.task` says which task each image got.
   """
   name = corruption_config.name
+  batch = images.shape[0]
   if name == "mix":
     tasks, weights = corruption_config.mix.tasks, corruption_config.mix.weights
     keys = jax.random.split(rng, len(tasks) + 1)
     outs = [apply_task(t, images, k, corruption_config, spec) for t, k in zip(tasks, keys)]
     p = jnp.asarray(weights, jnp.float32) / sum(weights)
-    pick = jax.random.choice(keys[-1], len(tasks), (images.shape[0],), p=p)
+    pick = jax.random.choice(keys[-1], len(tasks), (batch,), p=p)
     select = lambda xs: jnp.take_along_axis(
         jnp.stack(xs, 1), pick[:, None, None, None, None], axis=1)[:, 0]
-    return Corrupted(select([o.images for o in outs]), select([o.region for o in outs]))
+    task = jnp.asarray([TASKS.index(t) for t in tasks], jnp.int32)[pick]
+    return Corrupted(select([o.images for o in outs]), select([o.region for o in outs]), task)
   if name == "compose":
     region = jnp.zeros(images.shape[:-1] + (1,), jnp.float32)
     for task, key in zip(corruption_config.compose.tasks,
                          jax.random.split(rng, len(corruption_config.compose.tasks))):
-      images, task_region = apply_task(task, images, key, corruption_config, spec)
-      region = jnp.maximum(region, task_region)
-    return Corrupted(images, region)
-  return apply_task(name, images, rng, corruption_config, spec)
+      out = apply_task(task, images, key, corruption_config, spec)
+      images, region = out.images, jnp.maximum(region, out.region)
+    return Corrupted(images, region, jnp.full((batch,), -1, jnp.int32))
+  out = apply_task(name, images, rng, corruption_config, spec)
+  return out._replace(task=jnp.full((batch,), TASKS.index(name), jnp.int32))

@@ -282,7 +282,8 @@ def match_patch_statistics(images: jnp.ndarray, reference: jnp.ndarray, patch_si
 def restoration_loss(trajectory: jnp.ndarray, clean: jnp.ndarray,
                      region: jnp.ndarray, *, loss_type: str = "mse",
                      steps: str = "all", patch_size: Optional[int] = None,
-                     patch_stats: str = "clean", patch_eps: float = 1e-6):
+                     patch_stats: str = "clean", patch_eps: float = 1e-6,
+                     plain_images: Optional[jnp.ndarray] = None):
   """Distance between restored images and the clean one, averaged over `region`.
 
   Args:
@@ -296,16 +297,22 @@ def restoration_loss(trajectory: jnp.ndarray, clean: jnp.ndarray,
       patch's mean and std (`patch_normalizer`), 'own' each side with its own
       (`standardize_patches`).
     patch_eps: the variance floor of the normalization.
+    plain_images: [B] bools, images compared in plain pixels despite `patch_size`.
 
   Returns:
     (loss scalar, per-step losses [K]).
   """
+  plain_trajectory, plain_clean = trajectory, clean
   if patch_size and patch_stats == "clean":
     normalize = jax.vmap(patch_normalizer(clean, patch_size, patch_eps))
     trajectory, clean = normalize(trajectory), normalize(clean[None])[0]
   elif patch_size:
     normalize = functools.partial(standardize_patches, patch_size=patch_size, eps=patch_eps)
     trajectory, clean = jax.vmap(normalize)(trajectory), normalize(clean)
+  if patch_size and plain_images is not None:
+    plain = plain_images[:, None, None, None]
+    trajectory = jnp.where(plain, plain_trajectory, trajectory)
+    clean = jnp.where(plain, plain_clean, clean)
   diff = trajectory - clean[None]
   err = jnp.square(diff) if loss_type == "mse" else optax.huber_loss(diff, delta=1.)
   denom = jnp.maximum(region.sum() * clean.shape[-1], 1.)

@@ -93,6 +93,14 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, keys, *, train:
                      functools.partial(efn, energy_params(params)))
 
 
+def plain_pixel_images(config, task: jnp.ndarray) -> Optional[jnp.ndarray]:
+  """[B] bools: images whose task is one of `loss.plain_pixel_tasks` (None if there are none)."""
+  if not config.loss.plain_pixel_tasks:
+    return None
+  return jnp.isin(task, jnp.asarray([corruptions.TASKS.index(t)
+                                     for t in config.loss.plain_pixel_tasks]))
+
+
 def loss(params, clean, keys, *, model: nn.Module, config):
   """Restoration loss of a batch of normalized clean images (one key each), with metrics.
 
@@ -106,7 +114,8 @@ def loss(params, clean, keys, *, model: nn.Module, config):
   total, per_step = energy.restoration_loss(
       r.trajectory, clean, region, loss_type=config.loss.type, steps=config.loss.steps,
       patch_size=model.patch_size if config.loss.norm_pix else None,
-      patch_stats=config.loss.norm_pix_stats, patch_eps=config.loss.norm_pix_eps)
+      patch_stats=config.loss.norm_pix_stats, patch_eps=config.loss.norm_pix_eps,
+      plain_images=plain_pixel_images(config, r.corrupted.task))
   aux = {"loss_per_step": per_step, "step_size": r.step_sizes,
          "energy_per_step": r.energies.mean(axis=1)}
   if config.loss.energy_ranking_weight:
@@ -125,9 +134,10 @@ def diagnostics(params, images, rng, *, model: nn.Module, config,
   Returns the images and metrics of `image_metrics.restoration_metrics`, and the batch
   mean energies `energy_clean`, `energy_corrupted` and `energy_restored` [K]. With
   `loss.norm_pix` and `loss.norm_pix_stats='own'` (a loss blind to each patch's mean and
-  contrast) the restored patches of the corrupted region are measured and shown with the
-  clean patches' mean and contrast (`energy.match_patch_statistics`), as MAE's are, and
-  `unmatched_mse_restored` [K] is the masked MSE of the descent's own pixels.
+  contrast) the restored patches of the corrupted region (of images whose task is not in
+  `loss.plain_pixel_tasks`) are measured and shown with the clean patches' mean and
+  contrast (`energy.match_patch_statistics`), as MAE's are, and `unmatched_mse_restored`
+  [K] is the masked MSE of the descent's own pixels.
   """
   clean = pixels.normalize(images, config.data.pixel_mean, config.data.pixel_std)
   r = corrupt_and_restore(model, config, params, clean,
@@ -137,7 +147,11 @@ def diagnostics(params, images, rng, *, model: nn.Module, config,
   if config.loss.norm_pix and config.loss.norm_pix_stats == "own":
     match = functools.partial(energy.match_patch_statistics, reference=clean,
                               patch_size=model.patch_size, eps=config.loss.norm_pix_eps)
-    restored = jnp.where(r.corrupted.region > 0, jax.vmap(match)(restored), restored)
+    matched = r.corrupted.region > 0
+    plain = plain_pixel_images(config, r.corrupted.task)
+    if plain is not None:
+      matched &= ~plain[:, None, None, None]
+    restored = jnp.where(matched, jax.vmap(match)(restored), restored)
     extra["unmatched_mse_restored"] = jax.vmap(  # [K], the descent's own pixels.
         lambda x: image_metrics.region_mse(x, clean, r.corrupted.region))(r.trajectory)
   return {**extra, **image_metrics.restoration_metrics(

@@ -151,6 +151,13 @@ def validate_pretraining(config, num_devices: int) -> None:
   _choice(config, "loss.steps", energy.LOSS_STEPS)
   _choice(config, "loss.norm_pix_stats", energy.PATCH_STATS)
   _check(config.loss.norm_pix_eps > 0, config, "loss.norm_pix_eps", "must be > 0")
+  for i, task in enumerate(config.loss.plain_pixel_tasks):
+    if task not in corruptions.TASKS:
+      raise ConfigError(f"config.loss.plain_pixel_tasks[{i}]={task!r}: must be one of "
+                        f"{list(corruptions.TASKS)}")
+  _check(not (config.loss.plain_pixel_tasks and "compose" in (config.corruption.name,
+                                                              *config.eval_tasks)),
+         config, "loss.plain_pixel_tasks", "must be () when 'compose' is trained or evaluated")
 
   tasks = (*corruptions.CORRUPTIONS, *corruptions.COMBINATIONS)
   _choice(config, "corruption.name", tasks)

@@ -189,7 +189,13 @@ def test_mix_gives_each_image_one_task():
   is_sorted = np.array([np.array_equal(np.sort(a, 0), np.sort(b, 0)) for a, b in zip(
       np.asarray(patchify(out.images, 4)), np.asarray(patchify(x, 4)))])
   np.testing.assert_array_equal(is_gray, ~is_sorted)  # Exactly one task per image...
-  assert 16 < is_gray.sum() < 48  # ...and both tasks occur.
+  assert 16 < is_gray.sum() < 48  # ...and both tasks occur...
+  np.testing.assert_array_equal(  # ...each named by `task`.
+      out.task, np.where(is_gray, corruptions.TASKS.index("color"), corruptions.TASKS.index("sort")))
+  keys = jax.random.split(jax.random.PRNGKey(10), 64)
+  np.testing.assert_array_equal(  # One key per image keeps the per-image task.
+      corruptions.corrupt_each(x, keys, c, SPEC).task,
+      [corruptions.corrupt(x[i:i + 1], k, c, SPEC).task[0] for i, k in enumerate(keys)])
   c.mix.weights = (0., 1.)
   out = corruptions.corrupt(x, jax.random.PRNGKey(10), c, SPEC)
   assert not np.any(np.all(np.abs(to_pixels(out.images)[..., 0] - to_pixels(out.images)[..., 1])
@@ -204,6 +210,10 @@ def test_compose_applies_all_tasks_with_the_union_region():
   np.testing.assert_array_equal(out.region, 1.)  # Colour covers everything.
   pix = to_pixels(out.images)
   np.testing.assert_allclose(pix[..., 0], pix[..., 2], atol=1e-5)  # Gray after masking.
+  np.testing.assert_array_equal(out.task, -1)  # No single task.
+  c.name = "sr"
+  np.testing.assert_array_equal(corruptions.corrupt(images(), jax.random.PRNGKey(11), c, SPEC).task,
+                                corruptions.TASKS.index("sr"))
 
 
 # ---------------------------------------------------------------- train step

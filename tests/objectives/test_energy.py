@@ -347,6 +347,20 @@ def test_own_patch_statistics_ignore_each_patch_mean_and_contrast():
   assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).max()) < 10.
 
 
+def test_plain_pixel_images_skip_the_patch_normalization():
+  k = jax.random.split(jax.random.PRNGKey(7), 2)
+  clean = 3 * jax.random.normal(k[0], (2, 4, 4, 3)) + 2  # Far from standardized patches.
+  restored = jax.random.normal(k[1], (1, 2, 4, 4, 3))
+  region = jnp.ones((2, 4, 4, 1))
+  one = lambda i, **kw: energy.restoration_loss(restored[:, i:i + 1], clean[i:i + 1],
+                                                region[i:i + 1], **kw)[0]
+  own = dict(patch_size=2, patch_stats="own", patch_eps=0.05)
+  mixed, _ = energy.restoration_loss(restored, clean, region,
+                                     plain_images=jnp.array([True, False]), **own)
+  np.testing.assert_allclose(mixed, (one(0) + one(1, **own)) / 2, rtol=1e-5)
+  assert float(one(0)) > 2 * float(one(0, **own))  # The two losses differ.
+
+
 def test_match_patch_statistics_gives_each_patch_the_reference_mean_and_std():
   k = jax.random.split(jax.random.PRNGKey(6), 2)
   images, reference = (jax.random.normal(key, (2, 4, 4, 3)) for key in k)
@@ -381,6 +395,10 @@ def test_diagnostics_measure_own_stats_restorations_with_the_clean_patch_statist
   np.testing.assert_array_equal(restored[~masked], clean[~masked])
   chex.assert_shape(d["unmatched_mse_restored"], (c.restore.num_steps,))
   assert float(jnp.abs(d["unmatched_mse_restored"] - d["mse_restored"]).max()) > 1e-3
+  c.loss.plain_pixel_tasks = ("mask",)  # Compared in plain pixels, shown as restored.
+  d = energy_pretraining.diagnostics(params, images, jax.random.PRNGKey(2), model=model, config=c)
+  np.testing.assert_allclose(d["unmatched_mse_restored"], d["mse_restored"], rtol=1e-6)
+  c.loss.plain_pixel_tasks = ()
   c.loss.norm_pix_stats = "clean"
   assert "unmatched_mse_restored" not in energy_pretraining.diagnostics(
       params, images, jax.random.PRNGKey(2), model=model, config=c)
