@@ -94,7 +94,10 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, keys, *, train:
 
 
 def plain_pixel_images(config, task: jnp.ndarray) -> Optional[jnp.ndarray]:
-  """[B] bools: images whose task is one of `loss.plain_pixel_tasks` (None if there are none)."""
+  """[B] bools: images whose task is one of `loss.plain_pixel_tasks` (None if there are none).
+
+  Images of a 'compose' (several tasks each) follow `loss.norm_pix`.
+  """
   if not config.loss.plain_pixel_tasks:
     return None
   return jnp.isin(task, jnp.asarray([corruptions.TASKS.index(t)

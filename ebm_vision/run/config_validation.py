@@ -155,9 +155,6 @@ def validate_pretraining(config, num_devices: int) -> None:
     if task not in corruptions.TASKS:
       raise ConfigError(f"config.loss.plain_pixel_tasks[{i}]={task!r}: must be one of "
                         f"{list(corruptions.TASKS)}")
-  _check(not (config.loss.plain_pixel_tasks and "compose" in (config.corruption.name,
-                                                              *config.eval_tasks)),
-         config, "loss.plain_pixel_tasks", "must be () when 'compose' is trained or evaluated")
 
   tasks = (*corruptions.CORRUPTIONS, *corruptions.COMBINATIONS)
   _choice(config, "corruption.name", tasks)

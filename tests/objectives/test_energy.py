@@ -10,7 +10,7 @@ import pytest
 from ebm_vision import models
 from ebm_vision.data.patches import patchify
 from ebm_vision.models import vit
-from ebm_vision.objectives import energy, energy_pretraining, train_step
+from ebm_vision.objectives import corruptions, energy, energy_pretraining, train_step
 
 
 @pytest.mark.parametrize("readout", energy.READOUTS)
@@ -359,6 +359,16 @@ def test_plain_pixel_images_skip_the_patch_normalization():
                                      plain_images=jnp.array([True, False]), **own)
   np.testing.assert_allclose(mixed, (one(0) + one(1, **own)) / 2, rtol=1e-5)
   assert float(one(0)) > 2 * float(one(0, **own))  # The two losses differ.
+
+
+def test_plain_pixel_images_are_those_of_the_listed_tasks(tiny_config):
+  task = jnp.asarray([corruptions.TASKS.index(t) for t in ("mask", "sr", "color", "sort")]
+                     + [-1], jnp.int32)  # -1: a 'compose' image.
+  tiny_config.loss.plain_pixel_tasks = ("sr", "color")
+  np.testing.assert_array_equal(energy_pretraining.plain_pixel_images(tiny_config, task),
+                                [False, True, True, False, False])
+  tiny_config.loss.plain_pixel_tasks = ()
+  assert energy_pretraining.plain_pixel_images(tiny_config, task) is None
 
 
 def test_match_patch_statistics_gives_each_patch_the_reference_mean_and_std():
