@@ -56,17 +56,27 @@ def test_step_memory_reports_each_config():
   assert float(row[-1]) > float(row[-3]) > 0  # Peak above the train state.
 
 
-def test_ablation_reports_restoration_transfer_and_fine_tuning(tfds_dir, tmp_path):
+TINY_MODEL_FLAGS = ("--image_size=16", "--patch_size=4", "--width=32", "--depth=1",
+                    "--num_heads=2", "--finetune_splits=train[:50%]", "--finetune_steps=2",
+                    "--finetune_batch_size=4")
+
+
+@pytest.fixture(scope="module")
+def ablation(tfds_dir, tmp_path_factory):
   """One variant and the random init, 2 pretraining steps, on the tests' data set."""
-  result = run_script("ablation.py", f"--out={tmp_path}", "--steps=2", "--warmup_steps=1",
+  out = tmp_path_factory.mktemp("ablation")
+  result = run_script("ablation.py", f"--out={out}", "--steps=2", "--warmup_steps=1",
                       "--seeds=0", "--variant=random:", "--variant=k1:restore.num_steps=1",
-                      f"--builder_dir={tfds_dir}", "--image_size=16", "--patch_size=4",
-                      "--width=32", "--depth=1", "--num_heads=2", "--batch_size=8",
+                      f"--builder_dir={tfds_dir}", *TINY_MODEL_FLAGS, "--batch_size=8",
                       "--num_train_examples=16", "--num_eval_examples=8",
-                      "--finetune_splits=train[:50%]", "--finetune_steps=2",
-                      "--finetune_batch_size=4", "--finetune_last_blocks=1")
+                      "--finetune_last_blocks=1")
   assert result.returncode == 0, result.stderr[-3000:]
-  rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+  return out, result
+
+
+def test_ablation_reports_restoration_transfer_and_fine_tuning(ablation):
+  out, result = ablation
+  rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
   assert [r["variant"] for r in rows] == ["random", "k1"]
   for row in rows:
     for key in ("knn", "linear_probe", "ft train[:50%]", "ft_last1 train[:50%]"):
@@ -74,6 +84,23 @@ def test_ablation_reports_restoration_transfer_and_fine_tuning(tfds_dir, tmp_pat
   assert "mse_restored_1" in rows[1] and "train_step_size_1" in rows[1]
   summary = result.stdout.strip().splitlines()
   assert summary[-4].startswith("| variant | seeds | knn | linear_probe | ft train[:50%] |")
+
+
+def test_finetune_backbones_repeats_the_ablation_fine_tuning(ablation, tfds_dir, tmp_path):
+  """A finished workdir (or the random init) fine-tuned again with the same recipe and seed
+  gives the ablation's top-1."""
+  out, _ = ablation
+  result = run_script("finetune_backbones.py", f"--out={tmp_path}", "--backbone=random:0:",
+                      f"--backbone=k1:0:{out / 'k1_s0'}", f"--builder_dir={tfds_dir}",
+                      *TINY_MODEL_FLAGS)
+  assert result.returncode == 0, result.stderr[-3000:]
+  ablation_rows = {r["variant"]: r for r in map(
+      json.loads, (out / "results.jsonl").read_text().splitlines())}
+  rows = json.loads((tmp_path / "results.json").read_text())
+  assert [(r["backbone"], r["seed"]) for r in rows] == [("random", 0), ("k1", 0)]
+  for row in rows:
+    assert row["ft train[:50%]"] == ablation_rows[row["backbone"]]["ft train[:50%]"]
+  assert "| k1 | 1 | " in result.stdout
 
 
 def test_overrides_keep_commas_inside_brackets():
