@@ -11,7 +11,6 @@ steps, schedule and splits), so more labeled splits can be measured without pret
 again. Writes results.json and results.md (per backbone, and means ± half the spread over
 the seeds of each NAME) to --out; rerunning skips the backbones results.json holds.
 """
-import json
 import os
 
 from absl import app, flags
@@ -53,19 +52,14 @@ def main(argv):
   del argv
   backbones = [parse_backbone(b) for b in FLAGS.backbone]
   os.makedirs(FLAGS.out, exist_ok=True)
-  path = os.path.join(FLAGS.out, "results.json")
-  rows = []
-  if os.path.exists(path):
-    with open(path) as f:
-      rows = json.load(f)
+  rows = harness.read_results(FLAGS.out)
   for name, seed, workdir in backbones:
     if any(r["backbone"] == name and r["seed"] == seed for r in rows):
       continue
     top1 = harness.finetune_top1(workdir or None, os.path.join(FLAGS.out, f"{name}_s{seed}"),
                                  seed)
     rows.append({"backbone": name, "seed": seed, "workdir": workdir, **top1})
-    with open(path, "w") as f:
-      json.dump(rows, f, indent=1)
+    harness.write_results(FLAGS.out, rows)
   text = tables(rows)
   with open(os.path.join(FLAGS.out, "results.md"), "w") as f:
     f.write(text + "\n")

@@ -7,6 +7,7 @@ fine-tuning with one recipe on labeled subsets (configs/finetune_tiny_imagenet.p
 the --finetune_* flags). Importing this module defines those flags.
 """
 import ast
+import json
 import os
 import sys
 
@@ -136,6 +137,21 @@ def finetune_top1(pretrained_workdir, workdir: str, seed: int) -> dict:
       rows[f"{name} {split}"] = finetune.train_and_evaluate(
           config, os.path.join(workdir, folder))["eval/top1"]
   return rows
+
+
+def read_results(out: str) -> list[dict]:
+  """The rows of `out`/results.json, [] before the first (reruns skip what is there)."""
+  path = os.path.join(out, "results.json")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_results(out: str, rows: list[dict]) -> None:
+  """Writes `rows` to `out`/results.json (after every run, so a crash keeps what finished)."""
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump(rows, f, indent=1)
 
 
 def seed_summary(rows: list[dict], key: str) -> str:

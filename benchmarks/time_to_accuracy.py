@@ -16,7 +16,6 @@ seeds) and accuracy_vs_time.png (needs matplotlib) to --out. Rerunning with the 
 --out skips the (method, seed) pairs results.json already holds. Data comes from
 ../shared/data/tfds next to the repository.
 """
-import json
 import os
 import sys
 
@@ -118,18 +117,13 @@ def main(argv):
     if name not in METHODS:
       sys.exit(f"--methods: {name!r} is not one of {list(METHODS)}")
   os.makedirs(FLAGS.out, exist_ok=True)
-  path = os.path.join(FLAGS.out, "results.json")
-  rows = []
-  if os.path.exists(path):
-    with open(path) as f:
-      rows = json.load(f)
+  rows = harness.read_results(FLAGS.out)
   for seed in map(int, FLAGS.seeds):
     for name in FLAGS.methods:
       if any(r["method"] == name and r["seed"] == seed for r in rows):
         continue
       rows += run_method(name, seed)
-      with open(path, "w") as f:
-        json.dump(rows, f, indent=1)
+      harness.write_results(FLAGS.out, rows)
   text = tables(rows)
   with open(os.path.join(FLAGS.out, "results.md"), "w") as f:
     f.write(text + "\n")
