@@ -36,6 +36,8 @@ flags.DEFINE_list("finetune_splits", [], "Labeled train splits to fine-tune on, 
 flags.DEFINE_integer("finetune_steps", 2000, "Fine-tuning steps (same for every backbone).")
 flags.DEFINE_integer("finetune_batch_size", 64, "Fine-tuning batch.")
 flags.DEFINE_float("finetune_learning_rate_per_256", 1e-3, "Fine-tuning peak learning rate.")
+flags.DEFINE_float("finetune_layer_decay", 0.75, "Fine-tuning learning rate of block l scaled "
+                   "by decay^(depth + 1 − l); 1 = one rate for every layer.")
 flags.DEFINE_float("finetune_mixup_alpha", 0., "Mixup α of fine-tuning (0 = off).")
 flags.DEFINE_float("finetune_cutmix_alpha", 0., "CutMix α of fine-tuning (0 = off).")
 flags.DEFINE_integer("finetune_last_blocks", 0, "Also fine-tune only the last n blocks + head "
@@ -113,6 +115,7 @@ def finetune_config(pretrained_workdir, split: str, seed: int, last_blocks: int 
   config.batch_size = FLAGS.finetune_batch_size
   common.set_steps(config, FLAGS.finetune_steps, FLAGS.finetune_steps // 20)
   config.optimizer.learning_rate_per_256 = FLAGS.finetune_learning_rate_per_256
+  config.finetune.layer_decay = FLAGS.finetune_layer_decay
   config.finetune.mixup_alpha = FLAGS.finetune_mixup_alpha
   config.finetune.cutmix_alpha = FLAGS.finetune_cutmix_alpha
   config.finetune.train_last_blocks = last_blocks

@@ -109,3 +109,20 @@ def test_overrides_keep_commas_inside_brackets():
   assert harness.parse_overrides("a.b=1,c=x,d=(2, 3),e=['u', 'v'],f=0.5,") == {
       "a.b": 1, "c": "x", "d": (2, 3), "e": ["u", "v"], "f": 0.5}
   assert harness.parse_overrides("") == {}
+
+
+def test_finetune_recipe_flags_reach_the_config():
+  """The fine-tuning recipe is the --finetune_* flags, whatever the config file's defaults."""
+  from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+  import harness  # pylint: disable=import-outside-toplevel
+  if not harness.FLAGS.is_parsed():
+    harness.FLAGS(["test"])
+  with flagsaver.flagsaver(finetune_layer_decay=1.0, finetune_learning_rate_per_256=2e-3,
+                           finetune_steps=400, finetune_mixup_alpha=0.8):
+    config = harness.finetune_config(None, "train[:20%]", seed=3, last_blocks=1)
+  assert config.finetune.layer_decay == 1.0
+  assert config.optimizer.learning_rate_per_256 == 2e-3
+  assert (config.num_train_steps, config.optimizer.warmup_steps) == (400, 20)
+  assert config.finetune.mixup_alpha == 0.8 and config.finetune.train_last_blocks == 1
+  assert (config.seed, config.data.train_split, config.pretrained) == (3, "train[:20%]", None)
