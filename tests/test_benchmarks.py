@@ -117,7 +117,7 @@ def test_finetune_recipe_flags_reach_the_config():
   sys.path.insert(0, os.path.join(REPO, "benchmarks"))
   import harness  # pylint: disable=import-outside-toplevel
   if not harness.FLAGS.is_parsed():
-    harness.FLAGS(["test"])
+    harness.FLAGS.mark_as_parsed()  # Defaults; other tests may define required flags.
   with flagsaver.flagsaver(finetune_layer_decay=1.0, finetune_learning_rate_per_256=2e-3,
                            finetune_steps=400, finetune_mixup_alpha=0.8):
     config = harness.finetune_config(None, "train[:20%]", seed=3, last_blocks=1)
