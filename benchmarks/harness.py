@@ -36,8 +36,9 @@ flags.DEFINE_list("finetune_splits", [], "Labeled train splits to fine-tune on, 
 flags.DEFINE_integer("finetune_steps", 2000, "Fine-tuning steps (same for every backbone).")
 flags.DEFINE_integer("finetune_batch_size", 64, "Fine-tuning batch.")
 flags.DEFINE_float("finetune_learning_rate_per_256", 1e-3, "Fine-tuning peak learning rate.")
-flags.DEFINE_float("finetune_layer_decay", 0.75, "Fine-tuning learning rate of block l scaled "
-                   "by decay^(depth + 1 − l); 1 = one rate for every layer.")
+flags.DEFINE_float("finetune_layer_decay", finetune_tiny_imagenet.get_config().finetune.layer_decay,
+                   "Fine-tuning learning rate of block l scaled by decay^(depth + 1 − l) (default: "
+                   "the config file's); 1 = one rate for every layer.")
 flags.DEFINE_float("finetune_mixup_alpha", 0., "Mixup α of fine-tuning (0 = off).")
 flags.DEFINE_float("finetune_cutmix_alpha", 0., "CutMix α of fine-tuning (0 = off).")
 flags.DEFINE_integer("finetune_last_blocks", 0, "Also fine-tune only the last n blocks + head "

@@ -12,6 +12,13 @@ from subprocesses import REPO
 pytestmark = pytest.mark.slow  # End-to-end runs.
 
 
+def import_harness():
+  """benchmarks/harness.py as a module (it defines the benchmarks' flags)."""
+  sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+  import harness  # pylint: disable=import-outside-toplevel
+  return harness
+
+
 def run_script(name, *flags):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   return subprocess.run([sys.executable, os.path.join("benchmarks", name), *flags], cwd=REPO,
@@ -104,8 +111,7 @@ def test_finetune_backbones_repeats_the_ablation_fine_tuning(ablation, tfds_dir,
 
 
 def test_overrides_keep_commas_inside_brackets():
-  sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-  import harness  # pylint: disable=import-outside-toplevel
+  harness = import_harness()
   assert harness.parse_overrides("a.b=1,c=x,d=(2, 3),e=['u', 'v'],f=0.5,") == {
       "a.b": 1, "c": "x", "d": (2, 3), "e": ["u", "v"], "f": 0.5}
   assert harness.parse_overrides("") == {}
@@ -114,8 +120,7 @@ def test_overrides_keep_commas_inside_brackets():
 def test_finetune_recipe_flags_reach_the_config():
   """The fine-tuning recipe is the --finetune_* flags, whatever the config file's defaults."""
   from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
-  sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-  import harness  # pylint: disable=import-outside-toplevel
+  harness = import_harness()
   if not harness.FLAGS.is_parsed():
     harness.FLAGS.mark_as_parsed()  # Defaults; other tests may define required flags.
   with flagsaver.flagsaver(finetune_layer_decay=1.0, finetune_learning_rate_per_256=2e-3,
