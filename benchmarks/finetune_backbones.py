@@ -8,7 +8,8 @@ the latest checkpoint of WORKDIR, e.g. a run of time_to_accuracy.py or ablation.
 must have the benchmark's model (--width, --depth, ...); SEED seeds the head and the data
 order. Every backbone gets the same fine-tuning (time_to_accuracy.py's recipe: the same
 steps, schedule and splits), so more labeled splits can be measured without pretraining
-again. Writes results.json and results.md (per backbone, and means ± half the spread over
+again (`--finetune_last_blocks=1 --nofinetune_whole`: the last-block + head row only).
+Writes results.json and results.md (per backbone, and means ± half the spread over
 the seeds of each NAME) to --out; rerunning skips the backbones results.json holds.
 """
 import os

@@ -43,6 +43,8 @@ flags.DEFINE_float("finetune_mixup_alpha", 0., "Mixup α of fine-tuning (0 = off
 flags.DEFINE_float("finetune_cutmix_alpha", 0., "CutMix α of fine-tuning (0 = off).")
 flags.DEFINE_integer("finetune_last_blocks", 0, "Also fine-tune only the last n blocks + head "
                      "(an extra row per split); 0 = no such row.")
+flags.DEFINE_bool("finetune_whole", True, "Fine-tune the whole network (the 'ft' rows); "
+                  "--nofinetune_whole with --finetune_last_blocks runs the last-block rows only.")
 FLAGS = flags.FLAGS
 
 
@@ -130,7 +132,9 @@ def finetune_top1(pretrained_workdir, workdir: str, seed: int) -> dict:
   """Fine-tuning top-1 on the validation split for each of --finetune_splits (and, with
   --finetune_last_blocks, the last blocks only): {'ft <split>': top-1, ...}."""
   from ebm_vision import finetune
-  runs = [(0, "ft")]
+  if not (FLAGS.finetune_whole or FLAGS.finetune_last_blocks):
+    raise ValueError("--nofinetune_whole needs --finetune_last_blocks > 0 (no row to run).")
+  runs = [(0, "ft")] if FLAGS.finetune_whole else []
   if FLAGS.finetune_last_blocks:
     runs.append((FLAGS.finetune_last_blocks, f"ft_last{FLAGS.finetune_last_blocks}"))
   rows = {}

@@ -110,6 +110,19 @@ def test_finetune_backbones_repeats_the_ablation_fine_tuning(ablation, tfds_dir,
   assert "| k1 | 1 | " in result.stdout
 
 
+def test_finetune_backbones_runs_the_last_block_row_alone(ablation, tfds_dir, tmp_path):
+  """--nofinetune_whole fine-tunes the last block + head only, as the ablation's extra row."""
+  out, _ = ablation
+  result = run_script("finetune_backbones.py", f"--out={tmp_path}",
+                      f"--backbone=k1:0:{out / 'k1_s0'}", f"--builder_dir={tfds_dir}",
+                      *TINY_MODEL_FLAGS, "--finetune_last_blocks=1", "--nofinetune_whole")
+  assert result.returncode == 0, result.stderr[-3000:]
+  ablation_row = json.loads((out / "results.jsonl").read_text().splitlines()[1])
+  (row,) = json.loads((tmp_path / "results.json").read_text())
+  assert "ft train[:50%]" not in row
+  assert row["ft_last1 train[:50%]"] == ablation_row["ft_last1 train[:50%]"]
+
+
 def test_overrides_keep_commas_inside_brackets():
   harness = import_harness()
   assert harness.parse_overrides("a.b=1,c=x,d=(2, 3),e=['u', 'v'],f=0.5,") == {
