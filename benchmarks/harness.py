@@ -45,6 +45,10 @@ flags.DEFINE_integer("finetune_last_blocks", 0, "Also fine-tune only the last n 
                      "(an extra row per split); 0 = no such row.")
 flags.DEFINE_bool("finetune_whole", True, "Fine-tune the whole network (the 'ft' rows); "
                   "--nofinetune_whole with --finetune_last_blocks runs the last-block rows only.")
+flags.register_multi_flags_validator(
+    ["finetune_whole", "finetune_last_blocks"],
+    lambda f: f["finetune_whole"] or f["finetune_last_blocks"] > 0,
+    "--nofinetune_whole needs --finetune_last_blocks > 0 (no fine-tuning row to run).")
 FLAGS = flags.FLAGS
 
 
@@ -132,8 +136,6 @@ def finetune_top1(pretrained_workdir, workdir: str, seed: int) -> dict:
   """Fine-tuning top-1 on the validation split for each of --finetune_splits (and, with
   --finetune_last_blocks, the last blocks only): {'ft <split>': top-1, ...}."""
   from ebm_vision import finetune
-  if not (FLAGS.finetune_whole or FLAGS.finetune_last_blocks):
-    raise ValueError("--nofinetune_whole needs --finetune_last_blocks > 0 (no row to run).")
   runs = [(0, "ft")] if FLAGS.finetune_whole else []
   if FLAGS.finetune_last_blocks:
     runs.append((FLAGS.finetune_last_blocks, f"ft_last{FLAGS.finetune_last_blocks}"))

@@ -123,6 +123,14 @@ def test_finetune_backbones_runs_the_last_block_row_alone(ablation, tfds_dir, tm
   assert row["ft_last1 train[:50%]"] == ablation_row["ft_last1 train[:50%]"]
 
 
+def test_nofinetune_whole_without_last_blocks_fails_at_start_up(tmp_path):
+  result = run_script("finetune_backbones.py", f"--out={tmp_path}", "--backbone=none:0:",
+                      "--nofinetune_whole")
+  assert result.returncode != 0
+  assert "--nofinetune_whole needs --finetune_last_blocks" in result.stderr
+  assert not (tmp_path / "results.json").exists()
+
+
 def test_overrides_keep_commas_inside_brackets():
   harness = import_harness()
   assert harness.parse_overrides("a.b=1,c=x,d=(2, 3),e=['u', 'v'],f=0.5,") == {
