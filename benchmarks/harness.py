@@ -133,8 +133,9 @@ def finetune_config(pretrained_workdir, split: str, seed: int, last_blocks: int 
 
 
 def finetune_top1(pretrained_workdir, workdir: str, seed: int) -> dict:
-  """Fine-tuning top-1 on the validation split for each of --finetune_splits (and, with
-  --finetune_last_blocks, the last blocks only): {'ft <split>': top-1, ...}."""
+  """Fine-tuning top-1 on the validation split for each of --finetune_splits: the whole
+  network (unless --nofinetune_whole) and, with --finetune_last_blocks, the last blocks
+  only: {'ft <split>': top-1, 'ft_last<n> <split>': top-1}."""
   from ebm_vision import finetune
   runs = [(0, "ft")] if FLAGS.finetune_whole else []
   if FLAGS.finetune_last_blocks:
