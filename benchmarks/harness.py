@@ -41,6 +41,8 @@ flags.DEFINE_float("finetune_layer_decay", finetune_tiny_imagenet.get_config().f
                    "the config file's); 1 = one rate for every layer.")
 flags.DEFINE_float("finetune_mixup_alpha", 0., "Mixup α of fine-tuning (0 = off).")
 flags.DEFINE_float("finetune_cutmix_alpha", 0., "CutMix α of fine-tuning (0 = off).")
+flags.DEFINE_float("finetune_head_only_fraction", 0., "Fraction of the fine-tuning steps in "
+                   "which only the head learns (LP-FT; 0 = off).")
 flags.DEFINE_integer("finetune_last_blocks", 0, "Also fine-tune only the last n blocks + head "
                      "(an extra row per split); 0 = no such row.")
 flags.DEFINE_bool("finetune_whole", True, "Fine-tune the whole network (the 'ft' rows); "
@@ -125,6 +127,7 @@ def finetune_config(pretrained_workdir, split: str, seed: int, last_blocks: int 
   config.finetune.layer_decay = FLAGS.finetune_layer_decay
   config.finetune.mixup_alpha = FLAGS.finetune_mixup_alpha
   config.finetune.cutmix_alpha = FLAGS.finetune_cutmix_alpha
+  config.finetune.head_only_fraction = FLAGS.finetune_head_only_fraction
   config.finetune.train_last_blocks = last_blocks
   config.finetune.eval_every_steps = config.checkpoint_every_steps = FLAGS.finetune_steps
   config.log_every_steps = max(FLAGS.finetune_steps // 10, 1)

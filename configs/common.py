@@ -214,6 +214,7 @@ def get_transfer_config() -> ml_collections.ConfigDict:
   c.finetune.mix_switch_prob = 0.5  # Probability of cutmix rather than mixup per batch.
   c.finetune.eval_every_steps = 1000  # Top-1/top-5 on the whole eval split; best kept in best/.
   c.finetune.train_last_blocks = 0  # Train only the last n blocks, the final norm and the head (the rest frozen); 0 = all.
+  c.finetune.head_only_fraction = 0.0  # Fraction of the steps at the start in which only the head learns (LP-FT); the rest then ramps up over the warm-up.
   c.num_epochs = 100.  # At batch 1024 (MAE ViT-B).
   c.optimizer.learning_rate_per_256 = 5e-4  # MAE's base learning rate for fine-tuning.
   c.optimizer.warmup_epochs = 5.  # MAE's fine-tuning warm-up.

@@ -4,7 +4,7 @@
       --config.pretrained=$PRETRAIN_WORKDIR
 
 mode='finetune': layer-wise learning-rate decay, drop path, mixup + cutmix, label
-smoothing, AdamW with warm-up and cosine decay. mode='linear_probe' with
+smoothing, AdamW with warm-up and cosine decay, optionally the head alone first (LP-FT). mode='linear_probe' with
 frozen.fast=False: frozen backbone, BatchNorm without affine, a linear head trained
 with the same optimizer on augmented images (MAE's linear probe). Both evaluate
 top-1/top-5 on the eval split every `finetune.eval_every_steps`; `checkpoints/`
@@ -52,15 +52,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
         drop_path_rate=0. if probe else config.finetune.drop_path_rate)
     config = config.copy_and_resolve_references()  # Recorded with the backbone's architecture.
     config.model.update(pretrained.architecture(model))
+    is_head = jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[0], "key", None) == "head", params)
     if probe:  # Only the head learns; the backbone holds no optimizer moments.
-      scales = None
-      trainable = jax.tree_util.tree_map_with_path(
-          lambda path, _: getattr(path[0], "key", None) == "head", params)
+      scales, trainable, head_only_steps = None, is_head, 0
     else:
       scales = layer_decay_scales(params, model.depth, config.finetune.layer_decay)
       trainable = trainable_last_blocks(params, model.depth, config.finetune.train_last_blocks)
+      head_only_steps = round(config.finetune.head_only_fraction * config.num_train_steps)
     tx, schedule = create_optimizer(config.optimizer, config.batch_size, config.num_train_steps,
-                                    lr_scales=scales, trainable=trainable)
+                                    lr_scales=scales, trainable=trainable,
+                                    delayed=jax.tree.map(lambda h: not h, is_head),
+                                    delay_steps=head_only_steps)
     init = functools.partial(
         classification.init_probe_state if probe else classification.init_state, params, tx)
     state_sharding = partitioning.state_shardings(

@@ -145,10 +145,12 @@ def test_finetune_recipe_flags_reach_the_config():
   if not harness.FLAGS.is_parsed():
     harness.FLAGS.mark_as_parsed()  # Defaults; other tests may define required flags.
   with flagsaver.flagsaver(finetune_layer_decay=1.0, finetune_learning_rate_per_256=2e-3,
-                           finetune_steps=400, finetune_mixup_alpha=0.8):
+                           finetune_steps=400, finetune_mixup_alpha=0.8,
+                           finetune_head_only_fraction=0.25):
     config = harness.finetune_config(None, "train[:20%]", seed=3, last_blocks=1)
   assert config.finetune.layer_decay == 1.0
   assert config.optimizer.learning_rate_per_256 == 2e-3
   assert (config.num_train_steps, config.optimizer.warmup_steps) == (400, 20)
   assert config.finetune.mixup_alpha == 0.8 and config.finetune.train_last_blocks == 1
+  assert config.finetune.head_only_fraction == 0.25
   assert (config.seed, config.data.train_split, config.pretrained) == (3, "train[:20%]", None)

@@ -86,6 +86,27 @@ def test_frozen_parameters_get_no_update_and_no_moments():
   assert jnp.all(updates["head"]["kernel"] < 0)
 
 
+def test_delayed_parameters_hold_still_then_ramp_up_over_the_warm_up():
+  params = {"Transformer": {"w": jnp.ones(2)}, "head": {"kernel": jnp.ones((2, 2))}}
+  delayed = {"Transformer": {"w": True}, "head": {"kernel": False}}
+  c = common.get_transfer_config().optimizer
+  c.warmup_steps, c.weight_decay = 2, 0.
+  tx, _ = create_optimizer(c, 256, 100, delayed=delayed, delay_steps=3)
+  opt_state, backbone, head = tx.init(params), [], []
+  for _ in range(7):
+    updates, opt_state = tx.update(jax.tree.map(jnp.ones_like, params), opt_state, params)
+    backbone.append(float(jnp.abs(updates["Transformer"]["w"]).max()))
+    head.append(float(jnp.abs(updates["head"]["kernel"]).max()))
+  assert backbone[:4] == [0.] * 4  # Steps 0-3: the head alone (step 0: warm-up's zero rate).
+  assert all(h > 0 for h in head[1:])
+  # Step 4 is half-way up the ramp, step 5 at its top: the same rate as the head.
+  np.testing.assert_allclose(backbone[4], 0.5 * head[4], rtol=1e-5)
+  np.testing.assert_allclose(backbone[5:], head[5:], rtol=1e-5)
+  tx, _ = create_optimizer(c, 256, 100, delayed=delayed, delay_steps=0)
+  assert len(jax.tree.leaves(tx.init(params))) == len(jax.tree.leaves(
+      create_optimizer(c, 256, 100)[0].init(params)))  # Off: the state of no delay.
+
+
 @pytest.mark.slow
 def test_finetuning_runs_evaluates_and_keeps_the_best(tfds_dir, tmp_path, pretrained_workdir,
                                                       caplog):
@@ -133,6 +154,27 @@ def test_finetuning_the_last_block_leaves_the_others(tfds_dir, tmp_path, pretrai
                                 loaded["embedding"]["kernel"])
   assert any(not np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(blocks["encoderblock_1"]), jax.tree.leaves(loaded_blocks["encoderblock_1"])))
+
+
+@pytest.mark.slow
+def test_head_only_steps_leave_the_backbone_as_pretrained(tfds_dir, tmp_path, pretrained_workdir):
+  c = common.get_transfer_config()
+  common.tiny_model(c)
+  c.mode, c.pretrained, c.finetune.head_only_fraction = "finetune", pretrained_workdir, 0.5
+  c.data.builder_dir, c.batch_size = tfds_dir, 8
+  c.finetune.eval_every_steps = c.checkpoint_every_steps = 2  # Steps 0 and 1: the head alone.
+  finetune.train_and_evaluate(c, str(tmp_path))
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  _, loaded = finetune.pretrained.load_pretrained(pretrained_workdir, num_classes=3)
+  def params_at(step):
+    return ocp.StandardCheckpointer().restore(str(tmp_path / "checkpoints" / step / "state"))[
+        "params"]
+  at_2, at_4 = params_at("2"), params_at("4")
+  for a, b in zip(jax.tree.leaves(at_2["Transformer"]), jax.tree.leaves(loaded["Transformer"])):
+    np.testing.assert_array_equal(a, b)
+  assert np.abs(at_2["head"]["kernel"]).max() > 0
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(at_4["Transformer"]), jax.tree.leaves(loaded["Transformer"])))
 
 
 def test_folded_standardization_gives_the_probe_logits():

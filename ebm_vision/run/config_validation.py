@@ -110,6 +110,8 @@ def validate_transfer(config, num_devices: int) -> None:
   _check(0 <= ft.mix_switch_prob <= 1, config, "finetune.mix_switch_prob", "must be in [0, 1]")
   _check(0 <= ft.train_last_blocks <= depth, config, "finetune.train_last_blocks",
          f"must be in [0, {depth}] (0 = all blocks)")
+  _check(0 <= ft.head_only_fraction < 1, config, "finetune.head_only_fraction",
+         "must be in [0, 1) (0 = the whole network from the start)")
   check_schedule(config)
   for field in ("finetune.eval_every_steps", "log_every_steps",
                 "checkpoint_every_steps", "max_checkpoints_to_keep"):

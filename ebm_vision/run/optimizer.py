@@ -56,7 +56,8 @@ def trainable_last_blocks(params, depth: int, num_blocks: int):
 
 
 def create_optimizer(opt_config, global_batch_size: int, num_train_steps: int,
-                     lr_scales=None, group_lr_multipliers=None, trainable=None):
+                     lr_scales=None, group_lr_multipliers=None, trainable=None,
+                     delayed=None, delay_steps: int = 0):
   """Returns (optax transformation, learning-rate schedule).
 
   `lr_scales`, a tree like the params, multiplies each parameter's update
@@ -65,6 +66,9 @@ def create_optimizer(opt_config, global_batch_size: int, num_train_steps: int,
   with all factors 1 the optimizer state is that of no multipliers (old checkpoints resume).
   `trainable`, a tree of bools like the params, freezes the False ones: their updates
   are zero and AdamW keeps no moments for them (`optax.set_to_zero`).
+  `delayed`, a tree of bools like the params, holds the True ones still for the first
+  `delay_steps` steps, then ramps their updates from 0 to 1 over the warm-up (LP-FT:
+  the head learns before the backbone); their AdamW moments accumulate meanwhile.
   """
   schedule = learning_rate_schedule(opt_config, global_batch_size, num_train_steps)
   parts = []
@@ -77,6 +81,10 @@ def create_optimizer(opt_config, global_batch_size: int, num_train_steps: int,
     labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
     parts = [optax.multi_transform({"train": optax.chain(*parts),
                                     "frozen": optax.set_to_zero()}, labels)]
+  if delay_steps:
+    ramp = max(opt_config.warmup_steps, 1)
+    parts.append(optax.masked(optax.scale_by_schedule(
+        lambda step: jnp.clip((step - delay_steps) / ramp, 0., 1.)), delayed))
   if lr_scales is not None:
     parts.append(optax.stateless(lambda updates, _: jax.tree.map(
         lambda u, s: u * s, updates, lr_scales)))

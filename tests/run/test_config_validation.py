@@ -42,7 +42,7 @@ def test_plain_pixel_tasks_are_single_tasks(tiny_config):
 
 @pytest.mark.parametrize("field,value", [
     ("mode", "pretrain"), ("frozen.knn_k", 0), ("data.source", "dead_leaves"),
-    ("frozen.num_train_examples", -1)])
+    ("frozen.num_train_examples", -1), ("finetune.head_only_fraction", 1.0)])
 def test_bad_transfer_value_names_its_field(field, value):
   from configs import common  # pylint: disable=g-import-not-at-top
   c = common.get_transfer_config()
