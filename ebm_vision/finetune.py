@@ -4,12 +4,12 @@
       --config.pretrained=$PRETRAIN_WORKDIR
 
 mode='finetune': layer-wise learning-rate decay, drop path, mixup + cutmix, label
-smoothing, AdamW with warm-up and cosine decay, optionally the head alone first (LP-FT). mode='linear_probe' with
-frozen.fast=False: frozen backbone, BatchNorm without affine, a linear head trained
-with the same optimizer on augmented images (MAE's linear probe). Both evaluate
-top-1/top-5 on the eval split every `finetune.eval_every_steps`; `checkpoints/`
-holds the latest states (resume), `best/` the ViT parameters with the best top-1
-(for the probe, with the feature standardization folded into the head).
+smoothing, AdamW with warm-up and cosine decay, optionally the head alone first
+(LP-FT). mode='linear_probe' with frozen.fast=False: frozen backbone, BatchNorm without
+affine, a linear head trained with the same optimizer on augmented images (MAE's linear
+probe). Both evaluate top-1/top-5 on the eval split every `finetune.eval_every_steps`;
+`checkpoints/` holds the latest states (resume), `best/` the ViT parameters with the best
+top-1 (for the probe, with the feature standardization folded into the head).
 """
 from __future__ import annotations
 
