@@ -135,41 +135,43 @@ def test_finetuning_runs_evaluates_and_keeps_the_best(tfds_dir, tmp_path, pretra
   assert model.width == 64 and model.depth == 2
 
 
-@pytest.mark.slow
-def test_finetuning_the_last_block_leaves_the_others(tfds_dir, tmp_path, pretrained_workdir):
+def finetuned_params(tfds_dir, tmp_path, pretrained_workdir, num_train_steps, **finetune_fields):
+  """Fine-tunes the tiny pretrained backbone with `finetune_fields` set, checkpointing every
+  2 steps; returns (params at a step, as a function of the step) and the loaded backbone."""
   c = common.get_transfer_config()
   common.tiny_model(c)
-  c.mode, c.pretrained, c.finetune.train_last_blocks = "finetune", pretrained_workdir, 1
-  c.data.builder_dir, c.batch_size = tfds_dir, 8
-  c.num_train_steps = c.finetune.eval_every_steps = c.checkpoint_every_steps = 2
+  c.mode, c.pretrained = "finetune", pretrained_workdir
+  c.finetune.update(finetune_fields)
+  c.data.builder_dir, c.batch_size, c.num_train_steps = tfds_dir, 8, num_train_steps
+  c.finetune.eval_every_steps = c.checkpoint_every_steps = 2
   finetune.train_and_evaluate(c, str(tmp_path))
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  state = ocp.StandardCheckpointer().restore(str(tmp_path / "checkpoints" / "2" / "state"))
-  _, loaded = finetune.pretrained.load_pretrained(pretrained_workdir, num_classes=3)
-  blocks, loaded_blocks = state["params"]["Transformer"], loaded["Transformer"]
+  def params_at(step):
+    return ocp.StandardCheckpointer().restore(
+        str(tmp_path / "checkpoints" / str(step) / "state"))["params"]
+  return params_at, finetune.pretrained.load_pretrained(pretrained_workdir, num_classes=3)[1]
+
+
+@pytest.mark.slow
+def test_finetuning_the_last_block_leaves_the_others(tfds_dir, tmp_path, pretrained_workdir):
+  params_at, loaded = finetuned_params(tfds_dir, tmp_path, pretrained_workdir, 2,
+                                       train_last_blocks=1)
+  params = params_at(2)
+  blocks, loaded_blocks = params["Transformer"], loaded["Transformer"]
   for a, b in zip(jax.tree.leaves(blocks["encoderblock_0"]),
                   jax.tree.leaves(loaded_blocks["encoderblock_0"])):
     np.testing.assert_array_equal(a, b)
-  np.testing.assert_array_equal(state["params"]["embedding"]["kernel"],
-                                loaded["embedding"]["kernel"])
+  np.testing.assert_array_equal(params["embedding"]["kernel"], loaded["embedding"]["kernel"])
   assert any(not np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(blocks["encoderblock_1"]), jax.tree.leaves(loaded_blocks["encoderblock_1"])))
 
 
 @pytest.mark.slow
 def test_head_only_steps_leave_the_backbone_as_pretrained(tfds_dir, tmp_path, pretrained_workdir):
-  c = common.get_transfer_config()
-  common.tiny_model(c)
-  c.mode, c.pretrained, c.finetune.head_only_fraction = "finetune", pretrained_workdir, 0.5
-  c.data.builder_dir, c.batch_size = tfds_dir, 8
-  c.finetune.eval_every_steps = c.checkpoint_every_steps = 2  # Steps 0 and 1: the head alone.
-  finetune.train_and_evaluate(c, str(tmp_path))
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  _, loaded = finetune.pretrained.load_pretrained(pretrained_workdir, num_classes=3)
-  def params_at(step):
-    return ocp.StandardCheckpointer().restore(str(tmp_path / "checkpoints" / step / "state"))[
-        "params"]
-  at_2, at_4 = params_at("2"), params_at("4")
+  # 4 steps, half of them head-only: steps 0 and 1 leave the backbone as it was.
+  params_at, loaded = finetuned_params(tfds_dir, tmp_path, pretrained_workdir, 4,
+                                       head_only_fraction=0.5)
+  at_2, at_4 = params_at(2), params_at(4)
   for a, b in zip(jax.tree.leaves(at_2["Transformer"]), jax.tree.leaves(loaded["Transformer"])):
     np.testing.assert_array_equal(a, b)
   assert np.abs(at_2["head"]["kernel"]).max() > 0
