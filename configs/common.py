@@ -86,7 +86,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict()
   c.loss.type = "mse"  # Pixel distance: 'mse' or 'smooth_l1' (Huber, β = 1).
   c.loss.region = "corrupted"  # Pixels the loss covers: 'corrupted' (as MAE) or 'all'.
-  c.loss.steps = "all"  # Average the loss over 'all' restoration steps or use the 'last' only.
+  c.loss.steps = "all"  # Loss over 'all' restoration steps alike, the 'last' only, or 'increasing' weights k/Σk.
   c.loss.norm_pix = True  # Per-patch normalized pixels in the loss (MAE's norm_pix_loss); with stats 'own' it lifted energy/mask kNN / linear probe by ~2 points at 600 steps (docs/experiments.md, session 6).
   c.loss.norm_pix_stats = "own"  # Energy: normalize each side of the loss by its 'own' patch mean and std (shift- and scale-invariant) or both by the 'clean' patch's (weight 1/σ²; with eps 1e-6 the old norm_pix, −1.5 kNN). MAE ignores it.
   c.loss.norm_pix_eps = 0.05  # Energy: variance floor of the per-patch normalization (the median patch variance is 0.39 in normalized pixels); MAE uses 1e-6.

@@ -49,7 +49,9 @@ REMAT_POLICIES = {
 }
 LOSS_TYPES = ("mse", "smooth_l1")
 REGIONS = ("corrupted", "all")
-LOSS_STEPS = ("all", "last")
+# Which restoration steps the loss scores: the mean over 'all' K steps, the 'last' only, or
+# 'increasing' weights k / Σk on step k (K = 2: 1/3 and 2/3).
+LOSS_STEPS = ("all", "last", "increasing")
 # Per-patch statistics of `loss.norm_pix`: 'clean' normalizes restored and clean patch alike
 # by the clean patch's mean and std (an error weight 1 / σ²_clean); 'own' standardizes each
 # side by its own (the loss ignores every patch's mean and contrast, as MAE's target does).
@@ -291,7 +293,8 @@ def restoration_loss(trajectory: jnp.ndarray, clean: jnp.ndarray,
     clean: [B, H, W, C].
     region: [B, H, W, 1] weights (1 where the loss counts).
     loss_type: 'mse' (squared error) or 'smooth_l1' (Huber, β = 1).
-    steps: 'all' averages the loss over the K steps, 'last' uses only x_K.
+    steps: one of LOSS_STEPS: 'all' averages the loss over the K steps, 'last' uses only
+      x_K, 'increasing' weighs step k by k / Σk.
     patch_size: if given, per-patch normalized pixels on both sides.
     patch_stats: one of PATCH_STATS: 'clean' normalizes both sides with the clean
       patch's mean and std (`patch_normalizer`), 'own' each side with its own
@@ -317,8 +320,18 @@ def restoration_loss(trajectory: jnp.ndarray, clean: jnp.ndarray,
   err = jnp.square(diff) if loss_type == "mse" else optax.huber_loss(diff, delta=1.)
   denom = jnp.maximum(region.sum() * clean.shape[-1], 1.)
   per_step = (err * region[None]).sum(axis=(1, 2, 3, 4)) / denom
-  loss = per_step.mean() if steps == "all" else per_step[-1]
-  return loss, per_step
+  return jnp.dot(loss_step_weights(steps, per_step.shape[0]), per_step), per_step
+
+
+def loss_step_weights(steps: str, num_steps: int) -> jnp.ndarray:
+  """[K] weights, summing to 1, of the restoration steps' losses under `steps`."""
+  if steps == "all":
+    w = jnp.ones((num_steps,))
+  elif steps == "last":
+    w = jnp.zeros((num_steps,)).at[-1].set(1.)
+  else:
+    w = jnp.arange(1., num_steps + 1.)
+  return w / w.sum()
 
 
 def energy_ranking_loss(clean_energy: jnp.ndarray, other_energies: jnp.ndarray,

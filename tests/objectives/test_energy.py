@@ -321,6 +321,8 @@ def test_loss_region_and_steps():
   np.testing.assert_allclose(loss, 5.)
   last, _ = energy.restoration_loss(traj, clean, region, steps="last")
   np.testing.assert_allclose(last, 9.)
+  increasing, _ = energy.restoration_loss(traj, clean, region, steps="increasing")
+  np.testing.assert_allclose(increasing, (1. + 2 * 9.) / 3, rtol=1e-6)
   huber, _ = energy.restoration_loss(traj, clean, region, loss_type="smooth_l1")
   np.testing.assert_allclose(huber, (0.5 + 2.5) / 2)
 
