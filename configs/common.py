@@ -95,6 +95,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
 
   c.corruption = ml_collections.ConfigDict()
   c.corruption.name = "mask"  # Pretext task: 'mask', 'sort', 'sr', 'denoise', 'color', or 'mix' / 'compose' of several.
+  c.corruption.clean_image_fraction = 0.0  # Energy, training only: this fraction of images stays uncorrupted (region kept, so descent and loss still cover it): clean images must be fixed points of the descent; 0 = off.
   c.corruption.mask = ml_collections.ConfigDict()
   c.corruption.mask.ratio = 0.75  # Fraction of patches masked (MAE: 0.75).
   c.corruption.mask.fill = "zeros"  # Masked pixels: 'zeros' (the mean colour), 'noise' (N(0,1), 2.6 points of kNN worse in docs/experiments.md), 'mean' (image mean) or 'learned' (a trained pixel patch; energy method only).

@@ -73,6 +73,9 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, keys, *, train:
   corrupted = corruptions.corrupt_each(clean, corrupt_keys,
                                        corruption_config or config.corruption,
                                        image_spec(model, config, params))
+  if train and config.corruption.clean_image_fraction:
+    corrupted = keep_clean_images(corrupted, clean, corrupt_keys,
+                                  config.corruption.clean_image_fraction)
   raw = params["restore"]["raw_step_size"]
   if not config.restore.learn_step_size:
     raw = jax.lax.stop_gradient(raw)
@@ -91,6 +94,19 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, keys, *, train:
       unroll=r.unroll_steps, step_normalization=r.step_normalization)
   return Restoration(corrupted, trajectory, energies, alphas,
                      functools.partial(efn, energy_params(params)))
+
+
+def keep_clean_images(corrupted: corruptions.Corrupted, clean: jnp.ndarray, keys: jax.Array,
+                      fraction: float) -> corruptions.Corrupted:
+  """Gives each image, with probability `fraction` (its own key), back its clean pixels.
+
+  The corrupted region stays, so the descent moves and the loss scores those pixels: a
+  clean image must stay where it is (a stationary point of E), and the network sees
+  uncorrupted images, as fine-tuning does (BERT's unchanged masked tokens, per image).
+  """
+  keep = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 2), fraction))(keys)
+  return corrupted._replace(images=jnp.where(keep[:, None, None, None], clean,
+                                             corrupted.images))
 
 
 def plain_pixel_images(config, task: jnp.ndarray) -> Optional[jnp.ndarray]:

@@ -160,6 +160,8 @@ def validate_pretraining(config, num_devices: int) -> None:
 
   tasks = (*corruptions.CORRUPTIONS, *corruptions.COMBINATIONS)
   _choice(config, "corruption.name", tasks)
+  _check(0 <= config.corruption.clean_image_fraction < 1, config,
+         "corruption.clean_image_fraction", "must be in [0, 1)")
   for i, task in enumerate(config.eval_tasks):
     if task not in tasks:
       raise ConfigError(f"config.eval_tasks[{i}]={task!r}: must be one of {list(tasks)}")

@@ -284,6 +284,28 @@ def test_step_size_jitter_acts_in_training_only(tiny_config):
   assert not np.allclose(restored(0.5, True), restored(0., True))
 
 
+def test_clean_images_stay_clean_in_training_only(tiny_config):
+  """With clean_image_fraction, some training images start clean, region kept; evaluation
+  corrupts every image."""
+  model = models.create_vit(tiny_config.model)
+  c = tiny_config.copy_and_resolve_references()
+  c.corruption.clean_image_fraction = 0.5
+  params = energy_pretraining.init_params(model, c, jax.random.PRNGKey(0))
+  clean = jax.random.normal(jax.random.PRNGKey(1), (64, 16, 16, 3))
+  keys = jax.random.split(jax.random.PRNGKey(2), 64)
+
+  def start(train):
+    r = energy_pretraining.corrupt_and_restore(model, c, params, clean, keys, train=train)
+    is_clean = np.all(np.asarray(r.corrupted.images == clean), axis=(1, 2, 3))
+    assert np.all(np.asarray(r.corrupted.region).mean(axis=(1, 2, 3)) > 0.5)  # 75% masked.
+    return is_clean
+  kept = start(True)
+  assert 16 <= kept.sum() <= 48  # Binomial(64, 0.5): outside this range with p < 1e-4.
+  assert not start(False).any()
+  loss, _ = energy_pretraining.loss(params, clean, keys, model=model, config=c)
+  assert np.isfinite(float(loss))
+
+
 def test_unrolled_steps_equal_the_scan():
   efn = lambda w, x: jnp.sum(jnp.sin(w * x), axis=(1, 2, 3))
   x0 = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))
