@@ -111,8 +111,8 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.corruption.denoise.sigma_max = 0.3  # Largest noise std; σ is uniform in between, per image.
   c.corruption.color = ml_collections.ConfigDict()  # Colorization (grayscale input) has no options.
   c.corruption.mix = ml_collections.ConfigDict()
-  c.corruption.mix.tasks = ("mask", "sort", "sr", "denoise", "color")  # name='mix': one of these per image...
-  c.corruption.mix.weights = (3., 1., 1., 1., 1.)  # ...drawn with these relative weights: masking, which teaches the features, for 3 images in 7 (+0.5 kNN over equal weights).
+  c.corruption.mix.tasks = ("mask", "sort", "sr", "color")  # name='mix': one of these per image; denoising, which harms the features, left out (+1.1 kNN, +0.8 fine-tuning).
+  c.corruption.mix.weights = (3., 1., 1., 1.)  # ...drawn with these relative weights: masking, which teaches the features, for half the images (3 in 7 before: +0.5 kNN over equal weights).
   c.corruption.compose = ml_collections.ConfigDict()
   c.corruption.compose.tasks = ("mask", "denoise")  # name='compose': all of these, in order, on every image.
 
