@@ -123,6 +123,22 @@ def test_finetune_backbones_runs_the_last_block_row_alone(ablation, tfds_dir, tm
   assert row["ft_last1 train[:50%]"] == ablation_row["ft_last1 train[:50%]"]
 
 
+def test_backbone_diagnostics_reports_every_block_of_a_run_and_a_random_init(ablation):
+  out, _ = ablation
+  result = run_script("backbone_diagnostics.py", f"--workdir={out / 'k1_s0'}",
+                      "--workdir=random", "--num_images=8", "--num_train=16", "--num_eval=8")
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.splitlines()
+  (run_line,) = [line for line in lines if line.startswith("k1_s0: ")]
+  assert "param_norm" in run_line and "step_sizes [" in run_line  # restore.num_steps=1.
+  rows = [line.strip("| ").split(" | ") for line in lines if line.startswith("| ")][1:]
+  assert [r[:2] for r in rows] == [["k1_s0", "1"], ["random", "1"]]  # One block each.
+  for row in rows:
+    rms, cosine, rank = map(float, row[2:5])
+    assert rms > 0 and -1 <= cosine <= 1 and 1 <= rank <= 32  # Width 32.
+    assert 0 <= float(row[5].rstrip("%")) <= 100
+
+
 def test_nofinetune_whole_without_last_blocks_fails_at_start_up(tmp_path):
   result = run_script("finetune_backbones.py", f"--out={tmp_path}", "--backbone=none:0:",
                       "--nofinetune_whole")
@@ -154,3 +170,20 @@ def test_finetune_recipe_flags_reach_the_config():
   assert config.finetune.mixup_alpha == 0.8 and config.finetune.train_last_blocks == 1
   assert config.finetune.head_only_fraction == 0.25
   assert (config.seed, config.data.train_split, config.pretrained) == (3, "train[:20%]", None)
+
+
+def test_descent_probe_scales_the_first_step_only(pretrained_workdir):
+  """One row per first-step scale, the same corruptions in each, the learned sizes with the
+  first scaled and the last repeated for the extra steps."""
+  result = run_script("descent_probe.py", f"--workdir={pretrained_workdir}",
+                      "--first_step_scales=0,1", "--extra_steps=1", "--images=eval_split",
+                      "--num_images=4")
+  assert result.returncode == 0, result.stderr[-3000:]
+  zero, one = [line.strip("| ").split(" | ") for line in result.stdout.splitlines()[-2:]]
+  assert len(one) == 4 + 3  # Run, scale, sizes, corrupted, 2 learned steps + 1 extra.
+  assert (zero[1], one[1]) == ("0", "1")
+  sizes = one[2].split()
+  assert float(sizes[0]) > 0 and sizes[2] == sizes[1]
+  assert zero[2].split() == ["0"] + sizes[1:]
+  assert zero[3] == one[3]  # The same corrupted images.
+  assert zero[4:] != one[4:]

@@ -61,12 +61,13 @@ class Restoration(NamedTuple):
 
 
 def corrupt_and_restore(model: nn.Module, config, params, clean, keys, *, train: bool,
-                        corruption_config=None) -> Restoration:
+                        corruption_config=None, step_sizes=None) -> Restoration:
   """Corrupts normalized `clean` with `corruption_config` (default: the pretext task) and
   restores it by `config.restore.num_steps` steps of descent on the energy.
 
   keys [B]: one per image, for its corruption and Langevin noise (drop path draws from
-  the first).
+  the first). step_sizes: [K'] step sizes that replace the learned ones, K' steps (test-time
+  probes of the descent; see benchmarks/descent_probe.py).
   """
   split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
   corrupt_keys, restore_keys, dropout_rng = split[:, 0], split[:, 1], split[0, 2]
@@ -79,7 +80,7 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, keys, *, train:
   raw = params["restore"]["raw_step_size"]
   if not config.restore.learn_step_size:
     raw = jax.lax.stop_gradient(raw)
-  alphas = energy.step_sizes(raw)
+  alphas = energy.step_sizes(raw) if step_sizes is None else jnp.asarray(step_sizes)
   r = config.restore
   descent_alphas = alphas
   if train and r.step_size_jitter:
@@ -147,8 +148,9 @@ def loss(params, clean, keys, *, model: nn.Module, config):
 
 
 def diagnostics(params, images, rng, *, model: nn.Module, config,
-                corruption_config=None) -> dict[str, Any]:
-  """Corrupts and restores uint8 `images` without drop path and measures the result.
+                corruption_config=None, step_sizes=None) -> dict[str, Any]:
+  """Corrupts and restores uint8 `images` without drop path and measures the result
+  (`step_sizes` as in `corrupt_and_restore`).
 
   Returns the images and metrics of `image_metrics.restoration_metrics`, and the batch
   mean energies `energy_clean`, `energy_corrupted` and `energy_restored` [K]. With
@@ -161,7 +163,7 @@ def diagnostics(params, images, rng, *, model: nn.Module, config,
   clean = pixels.normalize(images, config.data.pixel_mean, config.data.pixel_std)
   r = corrupt_and_restore(model, config, params, clean,
                           jax.random.split(rng, clean.shape[0]), train=False,
-                          corruption_config=corruption_config)
+                          corruption_config=corruption_config, step_sizes=step_sizes)
   restored, extra = r.trajectory, {}
   if config.loss.norm_pix and config.loss.norm_pix_stats == "own":
     match = functools.partial(energy.match_patch_statistics, reference=clean,

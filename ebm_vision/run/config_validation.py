@@ -127,6 +127,8 @@ def validate_pretraining(config, num_devices: int) -> None:
   if config.method == "mae":
     _check(config.corruption.name == "mask", config, "corruption.name",
            "method='mae' pretrains on 'mask' only")
+    _check(config.corruption.clean_image_fraction == 0, config,
+           "corruption.clean_image_fraction", "must be 0 with method='mae' (energy only)")
     for field in ("eval_tasks", "viewer.tasks"):
       _check(set(get_field(config, field)) <= {"mask"}, config, field,
              "method='mae' restores only ('mask',)")

@@ -306,6 +306,28 @@ def test_clean_images_stay_clean_in_training_only(tiny_config):
   assert np.isfinite(float(loss))
 
 
+def test_given_step_sizes_replace_the_learned_ones(tiny_config):
+  """corrupt_and_restore(step_sizes=...) descends with those sizes, as many steps as given:
+  the learned sizes reproduce the default, a zero first step leaves x_1 = x_0, and a longer
+  schedule continues the same descent."""
+  model = models.create_vit(tiny_config.model)
+  params = energy_pretraining.init_params(model, tiny_config, jax.random.PRNGKey(0))
+  clean = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
+  keys = jax.random.split(jax.random.PRNGKey(2), 4)
+  run = functools.partial(energy_pretraining.corrupt_and_restore, model, tiny_config, params,
+                          clean, keys, train=False)
+  default = run()
+  learned = default.step_sizes
+  assert learned.shape == (tiny_config.restore.num_steps,)
+  np.testing.assert_array_equal(run(step_sizes=learned).trajectory, default.trajectory)
+  longer = run(step_sizes=jnp.concatenate([learned, learned[-1:]]))
+  assert longer.trajectory.shape[0] == learned.shape[0] + 1
+  np.testing.assert_allclose(longer.trajectory[:-1], default.trajectory, atol=1e-6)
+  assert not np.allclose(longer.trajectory[-1], longer.trajectory[-2])
+  stopped = run(step_sizes=learned.at[0].set(0.))
+  np.testing.assert_array_equal(stopped.trajectory[0], default.corrupted.images)
+
+
 def test_unrolled_steps_equal_the_scan():
   efn = lambda w, x: jnp.sum(jnp.sin(w * x), axis=(1, 2, 3))
   x0 = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))

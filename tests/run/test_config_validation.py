@@ -53,6 +53,18 @@ def test_bad_transfer_value_names_its_field(field, value):
     config_validation.validate_transfer(c, num_devices=8)
 
 
+@pytest.mark.parametrize("field,value", [
+    ("corruption.name", "sort"), ("corruption.clean_image_fraction", 0.2)])
+def test_energy_only_value_with_mae_names_its_field(tiny_config, field, value):
+  tiny_config.method, tiny_config.viewer.tasks = "mae", ("mask",)
+  tiny_config.mae.update(decoder_width=32, decoder_depth=1, decoder_num_heads=2)
+  config_validation.validate_pretraining(tiny_config, num_devices=8)
+  section, _, name = field.rpartition(".")
+  tiny_config[section][name] = value
+  with pytest.raises(ConfigError, match=f"config.{field}=.*method='mae'"):
+    config_validation.validate_pretraining(tiny_config, num_devices=8)
+
+
 def test_knn_monitor_needs_labels(tiny_config):
   tiny_config.knn_monitor.every_steps = 10
   with pytest.raises(ConfigError, match="config.knn_monitor.every_steps=10"):
