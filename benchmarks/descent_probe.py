@@ -67,7 +67,7 @@ def probe_run(workdir: str, scales: list[float]) -> list[list[str]]:
   diagnose = jax.jit(functools.partial(
       energy_pretraining.diagnostics, model=model, config=config,
       corruption_config=restorations.task_corruption(config.corruption, FLAGS.task)))
-  name = os.path.basename(os.path.normpath(workdir))
+  name = os.path.join(*os.path.normpath(workdir).split(os.sep)[-2:])  # Benchmarks' <out>/<run>.
   rows = []
   for scale in scales:
     alphas = probe_step_sizes(learned, scale, FLAGS.extra_steps)
