@@ -179,6 +179,20 @@ def jitter_step_sizes(alphas: jnp.ndarray, keys: jax.Array, jitter: float) -> jn
   return alphas[:, None] * u.T
 
 
+def _normal(key: jax.Array, x: jnp.ndarray) -> jnp.ndarray:
+  """N(0, 1) noise shaped like `x`, from one key or from one key per image ([B] keys)."""
+  if key.ndim == 2:
+    return jax.vmap(lambda k, xi: jax.random.normal(k, xi.shape, xi.dtype))(key, x)
+  return jax.random.normal(key, x.shape, x.dtype)
+
+
+def _fold_in(key: jax.Array, data: int) -> jax.Array:
+  """`jax.random.fold_in` of one key or of each of [B] keys."""
+  if key.ndim == 2:
+    return jax.vmap(lambda k: jax.random.fold_in(k, data))(key)
+  return jax.random.fold_in(key, data)
+
+
 def rms_over_mask(values: jnp.ndarray, mask: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
   """Per-image [B, 1, 1, 1] root mean square of `values` [B, H, W, C] where `mask` is 1."""
   axes = tuple(range(1, values.ndim))
@@ -188,9 +202,9 @@ def rms_over_mask(values: jnp.ndarray, mask: jnp.ndarray, eps: float = 1e-12) ->
 
 def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.ndarray,
             rng: jax.Array, *, update_mask: Optional[jnp.ndarray] = None,
-            langevin_noise_scale: float = 0., remat: str = "nothing_saveable",
-            second_order: str = "autodiff", unroll: bool = False,
-            step_normalization: str = "none"):
+            langevin_noise_scale: float = 0., interstep_noise_scale: float = 0.,
+            remat: str = "nothing_saveable", second_order: str = "autodiff",
+            unroll: bool = False, step_normalization: str = "none"):
   """K steps of gradient descent on the energy, starting from `corrupted`.
 
   Args:
@@ -198,10 +212,16 @@ def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.nda
     params: its parameters.
     corrupted: starting images x_0.
     alphas: [K] step sizes, or [K, B] one per image; K is the number of steps.
-    rng: key for Langevin noise, or one key per image [B] (unused when
-      `langevin_noise_scale` is 0).
+    rng: key for Langevin and inter-step noise, or one key per image [B] (unused when
+      both noise scales are 0).
     update_mask: [B, H, W, 1] in {0, 1}; only pixels where it is 1 move.
     langevin_noise_scale: σ of the Langevin term √(2α)·σ·ε; 0 for plain descent.
+    interstep_noise_scale: s: each step's output x_k, before the next step starts from it,
+      gets Gaussian noise (where `update_mask` is 1) of std s·RMS(x_k − x_{k−1}), the RMS of
+      that image's step over the pixels that move (a constant for the gradient). The
+      returned trajectory is the outputs without it; the next step must pull the perturbed
+      iterate back. Relative to the step, the noise cannot be outgrown by a loss that
+      ignores each patch's contrast.
     remat: a key of REMAT_POLICIES; rematerializes each step so memory stays flat in K.
     second_order: one of SECOND_ORDER_MODES (the same gradients, other memory and time).
     unroll: unroll the K steps into one straight-line program (XLA may fuse across
@@ -224,14 +244,15 @@ def restore(energy_fn: EnergyFn, params, corrupted: jnp.ndarray, alphas: jnp.nda
     e, grad_x = grad_fn(params, x)
     if step_normalization == "rms":
       grad_x = grad_x / rms_over_mask(grad_x, mask)
+    start = x
     x = x - alpha * mask * grad_x
     if langevin_noise_scale:
-      if key.ndim == 2:
-        noise = jax.vmap(lambda k, xi: jax.random.normal(k, xi.shape, xi.dtype))(key, x)
-      else:
-        noise = jax.random.normal(key, x.shape, x.dtype)
-      x = x + jnp.sqrt(2. * alpha) * langevin_noise_scale * mask * noise
-    return x, (x, e)
+      x = x + jnp.sqrt(2. * alpha) * langevin_noise_scale * mask * _normal(key, x)
+    start_of_next = x
+    if interstep_noise_scale:
+      std = interstep_noise_scale * jax.lax.stop_gradient(rms_over_mask(x - start, mask))
+      start_of_next = x + std * mask * _normal(_fold_in(key, 1), x)
+    return start_of_next, (x, e)
 
   if REMAT_POLICIES[remat] is not None:
     step = jax.checkpoint(step, policy=REMAT_POLICIES[remat])

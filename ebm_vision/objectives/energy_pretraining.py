@@ -91,7 +91,9 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, keys, *, train:
   trajectory, energies = energy.restore(
       efn, energy_params(params), corrupted.images, descent_alphas, restore_keys,
       update_mask=corrupted.region if r.update_region == "corrupted" else None,
-      langevin_noise_scale=r.langevin_noise_scale, remat=r.remat, second_order=r.second_order,
+      langevin_noise_scale=r.langevin_noise_scale,
+      interstep_noise_scale=r.interstep_noise_scale if train else 0., remat=r.remat,
+      second_order=r.second_order,
       unroll=r.unroll_steps, step_normalization=r.step_normalization)
   return Restoration(corrupted, trajectory, energies, alphas,
                      functools.partial(efn, energy_params(params)))

@@ -144,6 +144,8 @@ def validate_pretraining(config, num_devices: int) -> None:
          "must be in [0, 1)")
   _check(config.restore.langevin_noise_scale >= 0, config, "restore.langevin_noise_scale",
          "must be ≥ 0")
+  _check(config.restore.interstep_noise_scale >= 0, config, "restore.interstep_noise_scale",
+         "must be ≥ 0")
   _choice(config, "restore.update_region", energy.REGIONS)
   _choice(config, "restore.remat", energy.REMAT_POLICIES)
   _choice(config, "restore.second_order", energy.SECOND_ORDER_MODES)

@@ -284,6 +284,24 @@ def test_step_size_jitter_acts_in_training_only(tiny_config):
   assert not np.allclose(restored(0.5, True), restored(0., True))
 
 
+def test_interstep_noise_acts_in_training_only(tiny_config):
+  model = models.create_vit(tiny_config.model)
+  params = energy_pretraining.init_params(model, tiny_config, jax.random.PRNGKey(0))
+  clean = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
+  keys = jax.random.split(jax.random.PRNGKey(2), 4)
+
+  def restored(std, train):
+    c = tiny_config.copy_and_resolve_references()
+    c.restore.interstep_noise_scale = std
+    c.model.drop_path_rate = 0.
+    return energy_pretraining.corrupt_and_restore(model, c, params, clean, keys,
+                                                  train=train).trajectory
+  np.testing.assert_array_equal(restored(0.3, False), restored(0., False))
+  noisy, plain = restored(0.3, True), restored(0., True)
+  np.testing.assert_array_equal(noisy[0], plain[0])  # The first step starts from x_0.
+  assert not np.allclose(noisy[1], plain[1])
+
+
 def test_clean_images_stay_clean_in_training_only(tiny_config):
   """With clean_image_fraction, some training images start clean, region kept; evaluation
   corrupts every image."""
@@ -348,6 +366,27 @@ def test_langevin_noise_has_the_langevin_variance():
   traj, _ = energy.restore(efn, {}, x0, alphas, jax.random.PRNGKey(0), langevin_noise_scale=0.3)
   expected_var = 2 * 0.3**2 * np.cumsum(alphas)
   np.testing.assert_allclose(np.var(traj, axis=(1, 2, 3, 4)), expected_var, rtol=0.05)
+
+
+def test_interstep_noise_perturbs_the_next_steps_start_only():
+  """With E = ½‖x‖² (∇ₓE = x): x_1 = (1 − α₁)·x_0 exactly, x_2 = (1 − α₂)·(x_1 + σ·ε·mask),
+  σ = 0.3 × the RMS of each image's first step over the mask."""
+  efn = lambda _, x: 0.5 * jnp.sum(x ** 2, axis=(1, 2, 3))
+  x0 = jax.random.normal(jax.random.PRNGKey(0), (32, 16, 16, 3))
+  x0 = x0 * jnp.arange(1, 33).reshape(32, 1, 1, 1)  # Steps of different sizes per image.
+  mask = jnp.zeros((32, 16, 16, 1)).at[:, :8].set(1.)
+  alphas = jnp.array([0.5, 0.25])
+  keys = jax.random.split(jax.random.PRNGKey(1), 32)
+  traj, _ = energy.restore(efn, {}, x0, alphas, keys, update_mask=mask, interstep_noise_scale=0.3)
+  plain, _ = energy.restore(efn, {}, x0, alphas, keys, update_mask=mask)
+  np.testing.assert_allclose(traj[0], plain[0], rtol=1e-6)
+  noise = np.asarray(traj[1] - (1 - alphas[1] * mask) * traj[0]) / (1 - 0.25)
+  np.testing.assert_allclose(noise[:, 8:], 0., atol=1e-5)  # Outside the mask: no noise.
+  step_rms = np.sqrt(np.mean(np.square(0.5 * x0[:, :8]), axis=(1, 2, 3)))
+  relative = noise[:, :8] / step_rms[:, None, None, None]
+  np.testing.assert_allclose(relative.std(axis=(1, 2, 3)), 0.3, rtol=0.15)
+  np.testing.assert_allclose(relative.std(), 0.3, rtol=0.03)
+  assert abs(relative.mean()) < 0.01
 
 
 def test_step_sizes_are_positive_and_start_at_init():

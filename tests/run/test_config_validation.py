@@ -13,7 +13,8 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 @pytest.mark.parametrize("field,value", [
     ("energy.readout", "linear"), ("restore.remat", "full"), ("restore.num_steps", 0),
-    ("restore.update_region", "inside"), ("restore.step_size_jitter", 1.0), ("loss.type", "l1"),
+    ("restore.update_region", "inside"), ("restore.step_size_jitter", 1.0),
+    ("restore.interstep_noise_scale", -0.1), ("loss.type", "l1"),
     ("corruption.clean_image_fraction", 1.0),
     ("loss.steps", "first"), ("loss.norm_pix_stats", "batch"), ("loss.norm_pix_eps", 0.),
     ("corruption.name", "jigsaw"), ("corruption.mask.fill", "blue"),
