@@ -78,7 +78,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.restore.step_normalization = "none"  # 'none': x − α·∇ₓE; 'rms': x − α·∇ₓE/RMS(∇ₓE) per image (α in units of the pixels' std).
   c.restore.step_size_jitter = 0.0  # Training multiplies each image's α_k by U(1 − j, 1 + j), j this value (randomized step sizes, as Energy-Based Transformers); 0 = exact α.
   c.restore.langevin_noise_scale = 0.0  # σ of the Langevin term √(2α)·σ·ε; 0 = plain descent.
-  c.restore.interstep_noise_scale = 0.0  # Training adds Gaussian noise of this many times the step's RMS (per image, corrupted region) to each step's output before the next step, which must pull it back; 0 = off.
+  c.restore.interstep_noise_scale = 0.0  # Training adds Gaussian noise of this many times the step's RMS (per image, corrupted region) to each step's output before the next step, which must pull it back (0.5: −1.2 fine-tuning, docs/experiments.md session 20); 0 = off.
   c.restore.update_region = "corrupted"  # Pixels restoration may move: 'corrupted' or 'all'.
   c.restore.remat = "nothing_saveable"  # Remat of each restoration step: 'none', 'nothing_saveable' (flat memory in K), 'dots_saveable'.
   c.restore.unroll_steps = False  # Unroll the K steps (XLA sees straight-line code; compile time grows with K).
