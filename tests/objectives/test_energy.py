@@ -267,39 +267,23 @@ def test_step_size_jitter_draws_per_image_factors_around_alpha():
   np.testing.assert_allclose(grad, factors.sum(1), rtol=1e-4)
 
 
-def test_step_size_jitter_acts_in_training_only(tiny_config):
+@pytest.mark.parametrize("field,value", [("step_size_jitter", 0.5),
+                                         ("interstep_noise_scale", 0.3)])
+def test_randomized_restore_options_act_in_training_only(tiny_config, field, value):
   model = models.create_vit(tiny_config.model)
   params = energy_pretraining.init_params(model, tiny_config, jax.random.PRNGKey(0))
   clean = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
   keys = jax.random.split(jax.random.PRNGKey(2), 4)
 
-  def restored(jitter, train):
+  def restored(v, train):
     c = tiny_config.copy_and_resolve_references()
-    c.restore.step_size_jitter = jitter
+    c.restore[field] = v
     c.model.drop_path_rate = 0.
     return energy_pretraining.corrupt_and_restore(model, c, params, clean, keys,
                                                   train=train).trajectory
-  np.testing.assert_array_equal(restored(0.5, False), restored(0., False))
+  np.testing.assert_array_equal(restored(value, False), restored(0., False))
   np.testing.assert_array_equal(restored(0., True), restored(0., False))
-  assert not np.allclose(restored(0.5, True), restored(0., True))
-
-
-def test_interstep_noise_acts_in_training_only(tiny_config):
-  model = models.create_vit(tiny_config.model)
-  params = energy_pretraining.init_params(model, tiny_config, jax.random.PRNGKey(0))
-  clean = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
-  keys = jax.random.split(jax.random.PRNGKey(2), 4)
-
-  def restored(std, train):
-    c = tiny_config.copy_and_resolve_references()
-    c.restore.interstep_noise_scale = std
-    c.model.drop_path_rate = 0.
-    return energy_pretraining.corrupt_and_restore(model, c, params, clean, keys,
-                                                  train=train).trajectory
-  np.testing.assert_array_equal(restored(0.3, False), restored(0., False))
-  noisy, plain = restored(0.3, True), restored(0., True)
-  np.testing.assert_array_equal(noisy[0], plain[0])  # The first step starts from x_0.
-  assert not np.allclose(noisy[1], plain[1])
+  assert not np.allclose(restored(value, True), restored(0., True))
 
 
 def test_clean_images_stay_clean_in_training_only(tiny_config):
