@@ -93,8 +93,8 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, keys, *, train:
       update_mask=corrupted.region if r.update_region == "corrupted" else None,
       langevin_noise_scale=r.langevin_noise_scale,
       interstep_noise_scale=r.interstep_noise_scale if train else 0., remat=r.remat,
-      second_order=r.second_order,
-      unroll=r.unroll_steps, step_normalization=r.step_normalization)
+      second_order=r.second_order, unroll=r.unroll_steps,
+      step_normalization=r.step_normalization)
   return Restoration(corrupted, trajectory, energies, alphas,
                      functools.partial(efn, energy_params(params)))
 
