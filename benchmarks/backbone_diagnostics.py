@@ -5,9 +5,11 @@
 For every `--workdir` (a pretraining run; 'random' = a random init of the first run's
 architecture, or of configs/tiny_imagenet.py's shrunk as in the benchmarks), prints
 per block: token RMS, mean pairwise cosine and effective rank of the token-mean
-features on `--num_images` validation images, and kNN top-1 of that block's
-standardized pooled tokens (train[:num_train] as memory bank); for a run also its
-step sizes and the ViT's parameter norm. The data set is the run's own (config.json).
+features on `--num_images` validation images, kNN top-1 of that block's
+standardized pooled tokens (train[:num_train] as memory bank) and, for a run, how far the
+block's parameters moved from the run's own initial values (‖θ − θ₀‖ / ‖θ₀‖; θ₀ is
+remade from the run's seed); for a run also its step sizes, the ViT's parameter norm and
+how far the patch embedding moved. The data set is the run's own (config.json).
 """
 import os
 import sys
@@ -22,7 +24,7 @@ import jax
 
 from ebm_vision.data import input_pipeline
 from ebm_vision.models import create_vit
-from ebm_vision.objectives import energy
+from ebm_vision.objectives import energy, train_step
 from ebm_vision.run import run_config
 from ebm_vision.transfer import block_statistics, features, pretrained
 
@@ -36,21 +38,26 @@ FLAGS = flags.FLAGS
 
 
 def backbone(workdir: str, reference):
-  """(model, params, run config, extra rows) of a workdir or of a random init."""
+  """(model, params, run config, extra rows, relative change per part or {}) of a workdir
+  or of a random init."""
   if workdir == "random":
     model = create_vit(reference.model)
     size = reference.data.image_size
     params = model.init(jax.random.PRNGKey(FLAGS.seed), np.zeros((1, size, size, 3)))["params"]
-    return model, params, reference, {}
+    return model, params, reference, {}, {}
   config = run_config.load(workdir)
   model, params = pretrained.load_pretrained(workdir)
+  initial = train_step.initial_params(create_vit(config.model), config,
+                                      jax.random.PRNGKey(config.seed))["model"]
+  moved = block_statistics.relative_change(params, initial)
   extra = {"param_norm": float(np.sqrt(sum(np.sum(np.square(p))
-                                           for p in jax.tree.leaves(params))))}
+                                           for p in jax.tree.leaves(params)))),
+           "embedding_moved": round(moved["embedding"], 4)}
   state_dir = pretrained.find_checkpoint(workdir).item_dir
   if config.get("method", "energy") == "energy":
     raw = pretrained.restore_params(state_dir, "restore")["raw_step_size"]
     extra["step_sizes"] = np.asarray(energy.step_sizes(raw)).round(3).tolist()
-  return model, params, config, extra
+  return model, params, config, extra, moved
 
 
 def knn_per_block(model, params, config) -> list[float]:
@@ -75,18 +82,20 @@ def main(argv):
   else:
     from configs import tiny_imagenet
     reference = tiny_imagenet.get_config()
-  rows = ["| run | block | token RMS | mean cosine | effective rank | kNN top-1 |",
-          "|---|---|---|---|---|---|"]
+  rows = ["| run | block | token RMS | mean cosine | effective rank | kNN top-1 | "
+          "moved from init |", "|---|---|---|---|---|---|---|"]
   for workdir in FLAGS.workdir:
-    model, params, config, extra = backbone(workdir, reference)
+    model, params, config, extra, moved = backbone(workdir, reference)
     images = input_pipeline.eval_images(config.data, FLAGS.num_images)
     stats = block_statistics.block_statistics(model, params, images, config.data.pixel_mean,
                                               config.data.pixel_std)
     knn = knn_per_block(model, params, config)
     name = os.path.basename(os.path.normpath(workdir))
     for i, (s, k) in enumerate(zip(stats, knn)):
+      block_moved = moved.get(f"encoderblock_{i}")
       rows.append(f"| {name} | {i + 1} | {s['token_rms']:.3f} | {s['mean_cosine']:.3f} | "
-                  f"{s['effective_rank']:.1f} | {100 * k:.2f}% |")
+                  f"{s['effective_rank']:.1f} | {100 * k:.2f}% | "
+                  f"{'–' if block_moved is None else f'{block_moved:.4f}'} |")
     if extra:
       print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
   print("\n".join(rows))

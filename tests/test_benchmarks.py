@@ -137,6 +137,10 @@ def test_backbone_diagnostics_reports_every_block_of_a_run_and_a_random_init(abl
     rms, cosine, rank = map(float, row[2:5])
     assert rms > 0 and -1 <= cosine <= 1 and 1 <= rank <= 32  # Width 32.
     assert 0 <= float(row[5].rstrip("%")) <= 100
+  # A few steps from the run's own init move it by far less than another init is away
+  # (two independent inits of the same scale: ~√2).
+  assert 0 < float(rows[0][6]) < 0.5 and rows[1][6] == "–"
+  assert 0 < float(run_line.split("embedding_moved ")[1].split(",")[0]) < 0.5
 
 
 def test_nofinetune_whole_without_last_blocks_fails_at_start_up(tmp_path):

@@ -27,10 +27,15 @@ OBJECTIVES = {"energy": energy_pretraining, "mae": mae}
 def init_state(model: nn.Module, tx: optax.GradientTransformation, config,
                rng: jax.Array) -> dict:
   """The full train state at step 0."""
-  init_rng, state_rng = jax.random.split(rng)
-  params = OBJECTIVES[config.method].init_params(model, config, init_rng)
+  params = initial_params(model, config, rng)
   return {"step": jnp.zeros((), jnp.int32), "params": params,
-          "opt_state": tx.init(params), "rng": state_rng}
+          "opt_state": tx.init(params), "rng": jax.random.split(rng)[1]}
+
+
+def initial_params(model: nn.Module, config, rng: jax.Array) -> dict:
+  """The parameters `init_state(..., rng)` starts from; a run's are those of
+  `jax.random.PRNGKey(config.seed)`."""
+  return OBJECTIVES[config.method].init_params(model, config, jax.random.split(rng)[0])
 
 
 def train_step(state: dict, batch: dict, *, model: nn.Module, config,

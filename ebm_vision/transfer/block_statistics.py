@@ -4,7 +4,7 @@ For each transformer block's output tokens h [B, N, D] (before any norm): the to
 (activation scale), and of the token-mean features: the mean pairwise cosine between
 images (→ 1 when every image maps to the same direction) and the effective rank
 (Roy & Vetterli 2007: exp of the entropy of the normalized singular values of the centred
-features; D at most).
+features; D at most). Of the parameters: how far each part moved from its initial values.
 """
 from __future__ import annotations
 
@@ -55,3 +55,18 @@ def block_statistics(model, params, images: np.ndarray, pixel_mean, pixel_std) -
   return [{"token_rms": float(np.sqrt(np.mean(np.square(h)))),
            "mean_cosine": mean_pairwise_cosine(h.mean(axis=1)),
            "effective_rank": effective_rank(h.mean(axis=1))} for h in tokens]
+
+
+def relative_change(params, initial) -> dict[str, float]:
+  """‖θ − θ₀‖ / ‖θ₀‖ of each part of a ViT: 'embedding' (the patch embedding with the
+  position embedding and class token, when learned), every 'encoderblock_i' and
+  'encoder_norm'; a classification head is left out."""
+  def change(new, old):
+    diff = sum(np.sum(np.square(np.asarray(a) - np.asarray(b)))
+               for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old)))
+    norm = sum(np.sum(np.square(np.asarray(b))) for b in jax.tree.leaves(old))
+    return float(np.sqrt(diff / max(norm, 1e-30)))
+  stem = [k for k in params if k not in ("Transformer", "head")]
+  parts = {"embedding": ({k: params[k] for k in stem}, {k: initial[k] for k in stem})}
+  parts.update({k: (v, initial["Transformer"][k]) for k, v in params["Transformer"].items()})
+  return {name: change(*pair) for name, pair in parts.items()}

@@ -1,4 +1,4 @@
-"""Per-block statistics: effective rank, pairwise cosine, token RMS."""
+"""Per-block statistics: effective rank, pairwise cosine, token RMS, change from init."""
 import jax
 import numpy as np
 
@@ -35,3 +35,19 @@ def test_block_statistics_has_one_row_per_block_and_measures_the_tokens():
   scaled = {**params, "embedding": jax.tree.map(lambda p: 3. * p, params["embedding"])}
   louder = block_statistics.block_statistics(model, scaled, images, (0.5,) * 3, (0.25,) * 3)
   assert louder[0]["token_rms"] > 1.5 * stats[0]["token_rms"]
+
+
+def test_relative_change_measures_each_part_against_its_initial_values():
+  model = vit.ViT(width=16, depth=2, mlp_dim=32, num_heads=2, patch_size=4, posemb="learn",
+                  pool_type="token", num_classes=3)
+  initial = model.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3)))["params"]
+  assert set(block_statistics.relative_change(initial, initial).items()) == {
+      ("embedding", 0.), ("encoderblock_0", 0.), ("encoderblock_1", 0.), ("encoder_norm", 0.)}
+  moved = {**initial, "head": jax.tree.map(lambda p: p + 1., initial["head"]),
+           "Transformer": {**initial["Transformer"], "encoderblock_1": jax.tree.map(
+               lambda p: 1.5 * p, initial["Transformer"]["encoderblock_1"])}}
+  change = block_statistics.relative_change(moved, initial)
+  np.testing.assert_allclose(change["encoderblock_1"], 0.5, rtol=1e-6)  # ‖0.5 θ₀‖ / ‖θ₀‖.
+  assert change["encoderblock_0"] == change["embedding"] == 0.  # The head is left out.
+  stem = {**moved, "pos_embedding": moved["pos_embedding"] + 1.}  # Learned: part of the stem.
+  assert block_statistics.relative_change(stem, initial)["embedding"] > 0.
