@@ -85,6 +85,8 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.restore.second_order = "autodiff"  # Gradient through ∇ₓE: 'autodiff' or 'reverse_over_forward' (custom VJP of jvp_x E); same values.
 
   c.loss = ml_collections.ConfigDict()
+  c.loss.target = "pixels"  # Energy: compare restored and clean images in 'pixels' (the fields below) or 'hog', each patch's L2-normalized histograms of oriented gradients (MaskFeat; squared distance; type, norm_pix* and plain_pixel_tasks unused).
+  c.loss.hog_cell_size = 4  # 'hog': cells of this many pixels square, summed into one histogram per channel; must divide the patch size.
   c.loss.type = "mse"  # Pixel distance: 'mse' or 'smooth_l1' (Huber, β = 1).
   c.loss.region = "corrupted"  # Pixels the loss covers: 'corrupted' (as MAE) or 'all'.
   c.loss.steps = "all"  # Loss over 'all' restoration steps alike, the 'last' only, or 'increasing' weights k/Σk.

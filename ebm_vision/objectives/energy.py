@@ -48,6 +48,9 @@ REMAT_POLICIES = {
     "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 LOSS_TYPES = ("mse", "smooth_l1")
+# What the loss compares restored and clean images in: their 'pixels' (`restoration_loss`)
+# or each patch's histograms of oriented gradients ('hog', `hog.restoration_loss`).
+LOSS_TARGETS = ("pixels", "hog")
 REGIONS = ("corrupted", "all")
 # Which restoration steps the loss scores: the mean over 'all' K steps, the 'last' only, or
 # 'increasing' weights k / Σk on step k (K = 2: 1/3 and 2/3).

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from ebm_vision.data import pixels
-from ebm_vision.objectives import corruptions, energy, image_metrics
+from ebm_vision.objectives import corruptions, energy, hog, image_metrics
 
 
 def init_params(model: nn.Module, config, rng: jax.Array) -> dict:
@@ -133,11 +133,17 @@ def loss(params, clean, keys, *, model: nn.Module, config):
   r = corrupt_and_restore(model, config, params, clean, keys, train=True)
   region = r.corrupted.region if config.loss.region == "corrupted" else jnp.ones_like(
       r.corrupted.region)
-  total, per_step = energy.restoration_loss(
-      r.trajectory, clean, region, loss_type=config.loss.type, steps=config.loss.steps,
-      patch_size=model.patch_size if config.loss.norm_pix else None,
-      patch_stats=config.loss.norm_pix_stats, patch_eps=config.loss.norm_pix_eps,
-      plain_images=plain_pixel_images(config, r.corrupted.task))
+  if config.loss.target == "hog":
+    total, per_step = hog.restoration_loss(r.trajectory, clean, region,
+                                           patch_size=model.patch_size,
+                                           cell_size=config.loss.hog_cell_size,
+                                           steps=config.loss.steps)
+  else:
+    total, per_step = energy.restoration_loss(
+        r.trajectory, clean, region, loss_type=config.loss.type, steps=config.loss.steps,
+        patch_size=model.patch_size if config.loss.norm_pix else None,
+        patch_stats=config.loss.norm_pix_stats, patch_eps=config.loss.norm_pix_eps,
+        plain_images=plain_pixel_images(config, r.corrupted.task))
   aux = {"loss_per_step": per_step, "step_size": r.step_sizes,
          "energy_per_step": r.energies.mean(axis=1)}
   if config.loss.energy_ranking_weight:

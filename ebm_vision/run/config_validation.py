@@ -129,6 +129,8 @@ def validate_pretraining(config, num_devices: int) -> None:
            "method='mae' pretrains on 'mask' only")
     _check(config.corruption.clean_image_fraction == 0, config,
            "corruption.clean_image_fraction", "must be 0 with method='mae' (energy only)")
+    _check(config.loss.target == "pixels", config, "loss.target",
+           "must be 'pixels' with method='mae' (energy only)")
     for field in ("eval_tasks", "viewer.tasks"):
       _check(set(get_field(config, field)) <= {"mask"}, config, field,
              "method='mae' restores only ('mask',)")
@@ -152,6 +154,11 @@ def validate_pretraining(config, num_devices: int) -> None:
   _choice(config, "restore.step_normalization", energy.STEP_NORMALIZATIONS)
   _check(config.restore.step_size_lr_multiplier > 0, config, "restore.step_size_lr_multiplier",
          "must be > 0")
+  _choice(config, "loss.target", energy.LOSS_TARGETS)
+  if config.loss.target == "hog":
+    cell, patch = config.loss.hog_cell_size, config.model.patch_size
+    _check(cell > 0 and patch % cell == 0, config, "loss.hog_cell_size",
+           f"must be > 0 and divide model.patch_size={patch}")
   _choice(config, "loss.type", energy.LOSS_TYPES)
   _choice(config, "loss.region", energy.REGIONS)
   _choice(config, "loss.steps", energy.LOSS_STEPS)

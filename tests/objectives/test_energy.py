@@ -10,7 +10,7 @@ import pytest
 from ebm_vision import models
 from ebm_vision.data.patches import patchify
 from ebm_vision.models import vit
-from ebm_vision.objectives import corruptions, energy, energy_pretraining, train_step
+from ebm_vision.objectives import corruptions, energy, energy_pretraining, hog, train_step
 
 
 @pytest.mark.parametrize("readout", energy.READOUTS)
@@ -306,6 +306,25 @@ def test_clean_images_stay_clean_in_training_only(tiny_config):
   assert not start(False).any()
   loss, _ = energy_pretraining.loss(params, clean, keys, model=model, config=c)
   assert np.isfinite(float(loss))
+
+
+def test_hog_target_scores_the_restoration_by_its_patch_hog(tiny_config):
+  """loss.target='hog': the objective is `hog.restoration_loss` of the restoration, and the
+  ViT's weights get its gradient through ∇ₓE."""
+  model = models.create_vit(tiny_config.model)
+  c = tiny_config.copy_and_resolve_references()
+  c.loss.target, c.loss.hog_cell_size = "hog", 2
+  params = energy_pretraining.init_params(model, c, jax.random.PRNGKey(0))
+  clean = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
+  keys = jax.random.split(jax.random.PRNGKey(2), 4)
+  (loss, aux), grads = jax.value_and_grad(energy_pretraining.loss, has_aux=True)(
+      params, clean, keys, model=model, config=c)
+  r = energy_pretraining.corrupt_and_restore(model, c, params, clean, keys, train=True)
+  expected, per_step = hog.restoration_loss(r.trajectory, clean, r.corrupted.region,
+                                            patch_size=model.patch_size, cell_size=2)
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  np.testing.assert_allclose(aux["loss_per_step"], per_step, rtol=1e-5)
+  assert float(jnp.abs(grads["model"]["embedding"]["kernel"]).max()) > 0.
 
 
 def test_given_step_sizes_replace_the_learned_ones(tiny_config):

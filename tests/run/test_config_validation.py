@@ -14,7 +14,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 @pytest.mark.parametrize("field,value", [
     ("energy.readout", "linear"), ("restore.remat", "full"), ("restore.num_steps", 0),
     ("restore.update_region", "inside"), ("restore.step_size_jitter", 1.0),
-    ("restore.interstep_noise_scale", -0.1), ("loss.type", "l1"),
+    ("restore.interstep_noise_scale", -0.1), ("loss.type", "l1"), ("loss.target", "hsv"),
     ("corruption.clean_image_fraction", 1.0),
     ("loss.steps", "first"), ("loss.norm_pix_stats", "batch"), ("loss.norm_pix_eps", 0.),
     ("corruption.name", "jigsaw"), ("corruption.mask.fill", "blue"),
@@ -31,6 +31,14 @@ def test_bad_value_names_its_field(tiny_config, field, value):
   node[name] = value
   with pytest.raises(ConfigError, match=f"config.{field}="):
     config_validation.validate_pretraining(tiny_config, num_devices=8)
+
+
+def test_hog_cells_must_tile_the_patch(tiny_config):
+  tiny_config.loss.target, tiny_config.loss.hog_cell_size = "hog", 3
+  with pytest.raises(ConfigError, match="config.loss.hog_cell_size=3: .*divide"):
+    config_validation.validate_pretraining(tiny_config, num_devices=8)
+  tiny_config.loss.hog_cell_size = tiny_config.model.patch_size // 2
+  config_validation.validate_pretraining(tiny_config, num_devices=8)
 
 
 def test_plain_pixel_tasks_are_single_tasks(tiny_config):
@@ -55,7 +63,8 @@ def test_bad_transfer_value_names_its_field(field, value):
 
 
 @pytest.mark.parametrize("field,value", [
-    ("corruption.name", "sort"), ("corruption.clean_image_fraction", 0.2)])
+    ("corruption.name", "sort"), ("corruption.clean_image_fraction", 0.2),
+    ("loss.target", "hog")])
 def test_energy_only_value_with_mae_names_its_field(tiny_config, field, value):
   tiny_config.method, tiny_config.viewer.tasks = "mae", ("mask",)
   tiny_config.mae.update(decoder_width=32, decoder_depth=1, decoder_num_heads=2)
