@@ -156,7 +156,7 @@ def validate_pretraining(config, num_devices: int) -> None:
          "must be > 0")
   _choice(config, "loss.target", energy.LOSS_TARGETS)
   if config.loss.target == "hog":
-    cell, patch = config.loss.hog_cell_size, config.model.patch_size
+    cell, patch = config.loss.hog_cell_size, kw["patch_size"]
     _check(cell > 0 and patch % cell == 0, config, "loss.hog_cell_size",
            f"must be > 0 and divide model.patch_size={patch}")
   _choice(config, "loss.type", energy.LOSS_TYPES)

@@ -34,10 +34,11 @@ def test_bad_value_names_its_field(tiny_config, field, value):
 
 
 def test_hog_cells_must_tile_the_patch(tiny_config):
+  tiny_config.model.variant, tiny_config.model.patch_size = "Ti/4", None  # Patch from variant.
   tiny_config.loss.target, tiny_config.loss.hog_cell_size = "hog", 3
-  with pytest.raises(ConfigError, match="config.loss.hog_cell_size=3: .*divide"):
+  with pytest.raises(ConfigError, match="config.loss.hog_cell_size=3: .*divide .*=4"):
     config_validation.validate_pretraining(tiny_config, num_devices=8)
-  tiny_config.loss.hog_cell_size = tiny_config.model.patch_size // 2
+  tiny_config.loss.hog_cell_size = 2
   config_validation.validate_pretraining(tiny_config, num_devices=8)
 
 
