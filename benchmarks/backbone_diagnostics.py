@@ -25,7 +25,7 @@ import jax
 from ebm_vision.data import input_pipeline
 from ebm_vision.models import create_vit
 from ebm_vision.objectives import energy, train_step
-from ebm_vision.run import run_config
+from ebm_vision.run import paths, run_config
 from ebm_vision.transfer import block_statistics, features, pretrained
 
 flags.DEFINE_multi_string("workdir", None, "Pretraining workdirs, or 'random'.")
@@ -90,7 +90,7 @@ def main(argv):
     stats = block_statistics.block_statistics(model, params, images, config.data.pixel_mean,
                                               config.data.pixel_std)
     knn = knn_per_block(model, params, config)
-    name = os.path.basename(os.path.normpath(workdir))
+    name = paths.run_label(workdir)
     for i, (s, k) in enumerate(zip(stats, knn)):
       block_moved = moved.get(f"encoderblock_{i}")
       rows.append(f"| {name} | {i + 1} | {s['token_rms']:.3f} | {s['mean_cosine']:.3f} | "

@@ -29,7 +29,7 @@ from ebm_vision import viewer
 from ebm_vision.data import input_pipeline
 from ebm_vision.models import create_vit
 from ebm_vision.objectives import energy, energy_pretraining
-from ebm_vision.run import restorations, run_config
+from ebm_vision.run import paths, restorations, run_config
 from ebm_vision.transfer import pretrained
 
 flags.DEFINE_multi_string("workdir", None, "Energy pretraining workdirs.")
@@ -67,7 +67,7 @@ def probe_run(workdir: str, scales: list[float]) -> list[list[str]]:
   diagnose = jax.jit(functools.partial(
       energy_pretraining.diagnostics, model=model, config=config,
       corruption_config=restorations.task_corruption(config.corruption, FLAGS.task)))
-  name = os.path.join(*os.path.normpath(workdir).split(os.sep)[-2:])  # Benchmarks' <out>/<run>.
+  name = paths.run_label(workdir)
   rows = []
   for scale in scales:
     alphas = probe_step_sizes(learned, scale, FLAGS.extra_steps)

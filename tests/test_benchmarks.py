@@ -129,10 +129,10 @@ def test_backbone_diagnostics_reports_every_block_of_a_run_and_a_random_init(abl
                       "--workdir=random", "--num_images=8", "--num_train=16", "--num_eval=8")
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stdout.splitlines()
-  (run_line,) = [line for line in lines if line.startswith("k1_s0: ")]
+  (run_line,) = [line for line in lines if line.startswith(f"{out.name}/k1_s0: ")]
   assert "param_norm" in run_line and "step_sizes [" in run_line  # restore.num_steps=1.
   rows = [line.strip("| ").split(" | ") for line in lines if line.startswith("| ")][1:]
-  assert [r[:2] for r in rows] == [["k1_s0", "1"], ["random", "1"]]  # One block each.
+  assert [r[:2] for r in rows] == [[f"{out.name}/k1_s0", "1"], ["random", "1"]]  # A block each.
   for row in rows:
     rms, cosine, rank = map(float, row[2:5])
     assert rms > 0 and -1 <= cosine <= 1 and 1 <= rank <= 32  # Width 32.

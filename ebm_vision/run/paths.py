@@ -43,3 +43,9 @@ def ensure_writable(workdir: str | os.PathLike) -> epath.Path:
   probe.write_text("ok")
   probe.unlink()
   return workdir
+
+
+def run_label(workdir: str) -> str:
+  """A workdir's name in result tables: its last two path components (the benchmarks'
+  <out>/<run>, so that runs of the same name in different sweeps stay apart)."""
+  return "/".join(os.path.normpath(workdir).split(os.sep)[-2:])

@@ -95,3 +95,8 @@ def test_config_data_dirs_are_relative_to_the_repository(tmp_path, monkeypatch):
   assert os.path.isfile(os.path.join(paths.REPO_ROOT, "main.py"))
   assert paths.repo_relative("/abs/dir") == "/abs/dir"
   assert paths.repo_relative("gs://bucket/tfds") == "gs://bucket/tfds"
+
+
+def test_run_label_keeps_the_sweep_and_the_run():
+  assert paths.run_label("/work/runs/tta21_s0/energy_mask_s0/") == "tta21_s0/energy_mask_s0"
+  assert paths.run_label("random") == "random"
