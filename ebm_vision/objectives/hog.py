@@ -30,8 +30,9 @@ def oriented_gradients(images: jnp.ndarray) -> jnp.ndarray:
   padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
   gx = padded[:, 1:-1, 2:] - padded[:, 1:-1, :-2]
   gy = padded[:, 2:, 1:-1] - padded[:, :-2, 1:-1]
-  squared = jnp.square(gx) + jnp.square(gy) + _GRADIENT_EPS
-  cos2, sin2 = (jnp.square(gx) - jnp.square(gy)) / squared, 2. * gx * gy / squared
+  gx2, gy2 = jnp.square(gx), jnp.square(gy)
+  squared = gx2 + gy2 + _GRADIENT_EPS
+  cos2, sin2 = (gx2 - gy2) / squared, 2. * gx * gy / squared
   angles = jnp.pi * jnp.arange(NUM_BINS) / NUM_BINS
   alignment = cos2[..., None] * jnp.cos(2. * angles) + sin2[..., None] * jnp.sin(2. * angles)
   return jnp.sqrt(squared)[..., None] * jnp.maximum(alignment, 0.) ** LOBE_POWER
