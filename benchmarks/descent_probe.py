@@ -8,7 +8,8 @@ images of the viewer (or, with --images=eval_split, of the run's eval split) wit
 the same corruptions for every run, and restores them with the learned step sizes, the
 first one scaled by each of `--first_step_scales`, then `--extra_steps` more steps of the
 last learned size. Prints the masked MSE (normalized units) of the corrupted input and
-after every step; restored patches are measured with the clean patches' mean and contrast
+after every step, and how far the first step moves each image (root mean square over the
+corrupted pixels, in pixel standard deviations: batch mean, least–largest); restored patches are measured with the clean patches' mean and contrast
 when the loss is blind to them, as in the viewer. A basin pulls a shortened or overshot
 first step back to the same restoration and improves or holds it with more steps; a
 one-step map does neither (docs/experiments.md, session 18).
@@ -75,7 +76,9 @@ def probe_run(workdir: str, scales: list[float]) -> list[list[str]]:
                                    step_sizes=alphas))
     rows.append([name, f"{scale:g}", " ".join(f"{a:.3g}" for a in alphas),
                  f"{diag['mse_corrupted']:.4f}"] +
-                [f"{m:.4f}" for m in diag["mse_restored"]])
+                [f"{m:.4f}" for m in diag["mse_restored"]] +
+                [f"{diag['step_length'][0]:.3g} ({diag['step_length_min'][0]:.3g}–"
+                 f"{diag['step_length_max'][0]:.3g})"])
   return rows
 
 
@@ -84,11 +87,11 @@ def main(argv):
   input_pipeline.hide_accelerators_from_tf()
   scales = [float(s) for s in FLAGS.first_step_scales]
   rows = [row for workdir in FLAGS.workdir for row in probe_run(workdir, scales)]
-  steps = len(rows[0]) - 4
+  steps = len(rows[0]) - 5
   print(f"Masked MSE on {FLAGS.num_images} {FLAGS.images} images, task {FLAGS.task}")
   print("| run | first step × | step sizes | corrupted | " +
-        " | ".join(f"step {k}" for k in range(1, steps + 1)) + " |")
-  print("|---" * (4 + steps) + "|")
+        " | ".join(f"step {k}" for k in range(1, steps + 1)) + " | step 1 moves pixels by |")
+  print("|---" * (5 + steps) + "|")
   for row in rows:
     print("| " + " | ".join(row) + " |")
 

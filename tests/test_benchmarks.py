@@ -184,10 +184,12 @@ def test_descent_probe_scales_the_first_step_only(pretrained_workdir):
                       "--num_images=4")
   assert result.returncode == 0, result.stderr[-3000:]
   zero, one = [line.strip("| ").split(" | ") for line in result.stdout.splitlines()[-2:]]
-  assert len(one) == 4 + 3  # Run, scale, sizes, corrupted, 2 learned steps + 1 extra.
+  assert len(one) == 4 + 3 + 1  # Run, scale, sizes, corrupted, 2 learned + 1 extra, move.
   assert (zero[1], one[1]) == ("0", "1")
   sizes = one[2].split()
   assert float(sizes[0]) > 0 and sizes[2] == sizes[1]
   assert zero[2].split() == ["0"] + sizes[1:]
   assert zero[3] == one[3]  # The same corrupted images.
   assert zero[4:] != one[4:]
+  first_move = lambda row: float(row[-1].split()[0])  # Batch mean of step 1's move.
+  assert first_move(zero) < 1e-5 < first_move(one)

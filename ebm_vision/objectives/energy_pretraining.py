@@ -166,13 +166,20 @@ def diagnostics(params, images, rng, *, model: nn.Module, config,
   contrast) the restored patches of the corrupted region (of images whose task is not in
   `loss.plain_pixel_tasks`) are measured and shown with the clean patches' mean and
   contrast (`energy.match_patch_statistics`), as MAE's are, and `unmatched_mse_restored`
-  [K] is the masked MSE of the descent's own pixels.
+  [K] is the masked MSE of the descent's own pixels. `step_length`, `step_length_min` and
+  `step_length_max` [K]: the batch mean, least and largest of each image's root mean square
+  move of step k over the corrupted region (the descent's own pixels).
   """
   clean = pixels.normalize(images, config.data.pixel_mean, config.data.pixel_std)
   r = corrupt_and_restore(model, config, params, clean,
                           jax.random.split(rng, clean.shape[0]), train=False,
                           corruption_config=corruption_config, step_sizes=step_sizes)
-  restored, extra = r.trajectory, {}
+  starts = jnp.concatenate([r.corrupted.images[None], r.trajectory[:-1]])
+  lengths = jax.vmap(lambda start, end: energy.rms_over_mask(end - start, r.corrupted.region)
+                     )(starts, r.trajectory)[..., 0, 0, 0]  # [K, B]
+  restored, extra = r.trajectory, {"step_length": lengths.mean(1),
+                                   "step_length_min": lengths.min(1),
+                                   "step_length_max": lengths.max(1)}
   if config.loss.norm_pix and config.loss.norm_pix_stats == "own":
     match = functools.partial(energy.match_patch_statistics, reference=clean,
                               patch_size=model.patch_size, eps=config.loss.norm_pix_eps)

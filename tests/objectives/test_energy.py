@@ -474,6 +474,28 @@ def test_match_patch_statistics_gives_each_patch_the_reference_mean_and_std():
   np.testing.assert_allclose(corr, 1., rtol=1e-5)
 
 
+def test_diagnostics_step_lengths_are_each_images_move(tiny_config):
+  """Step lengths are the RMS moves of the descent's own pixels: with scale-free ('rms')
+  steps every image moves by exactly its α; with plain steps the images' moves differ."""
+  c = tiny_config
+  c.corruption.mask.fill = "zeros"
+  model = models.create_vit(c.model)
+  params = energy_pretraining.init_params(model, c, jax.random.PRNGKey(0))
+  images = jax.random.randint(jax.random.PRNGKey(1), (4, 16, 16, 3), 0, 256).astype(jnp.uint8)
+  alphas = jnp.array([0.3, 0.1])
+  diagnose = lambda: energy_pretraining.diagnostics(
+      params, images, jax.random.PRNGKey(2), model=model, config=c, step_sizes=alphas)
+  c.restore.step_normalization = "rms"
+  d = diagnose()
+  for key in ("step_length", "step_length_min", "step_length_max"):
+    np.testing.assert_allclose(d[key], alphas, rtol=1e-4)
+  c.restore.step_normalization = "none"
+  d = diagnose()
+  chex.assert_shape(d["step_length"], (2,))
+  assert np.all(d["step_length_min"] < d["step_length"])
+  assert np.all(d["step_length"] < d["step_length_max"])
+
+
 def test_diagnostics_measure_own_stats_restorations_with_the_clean_patch_statistics(
     tiny_config):
   """With a loss blind to patch mean and contrast, restored masked patches are shown with
