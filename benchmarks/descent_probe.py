@@ -9,8 +9,9 @@ the same corruptions for every run, and restores them with the learned step size
 first one scaled by each of `--first_step_scales`, then `--extra_steps` more steps of the
 last learned size. Prints the masked MSE (normalized units) of the corrupted input and
 after every step, and how far the first step moves each image (root mean square over the
-corrupted pixels, in pixel standard deviations: batch mean, least–largest); restored patches are measured with the clean patches' mean and contrast
-when the loss is blind to them, as in the viewer. A basin pulls a shortened or overshot
+corrupted pixels, in pixel standard deviations: batch mean, least–largest); restored
+patches are measured with the clean patches' mean and contrast when the loss is blind to
+them, as in the viewer. A basin pulls a shortened or overshot
 first step back to the same restoration and improves or holds it with more steps; a
 one-step map does neither (docs/experiments.md, session 18).
 """
