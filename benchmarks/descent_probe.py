@@ -11,9 +11,9 @@ last learned size. Prints the masked MSE (normalized units) of the corrupted inp
 after every step, and how far the first step moves each image (root mean square over the
 corrupted pixels, in pixel standard deviations: batch mean, least–largest); restored
 patches are measured with the clean patches' mean and contrast when the loss is blind to
-them, as in the viewer. A basin pulls a shortened or overshot
-first step back to the same restoration and improves or holds it with more steps; a
-one-step map does neither (docs/experiments.md, session 18).
+them, as in the viewer. A basin pulls a shortened or overshot first step back to the same
+restoration and improves or holds it with more steps; a one-step map does neither
+(docs/experiments.md, session 18).
 """
 import functools
 import os

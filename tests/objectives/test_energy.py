@@ -474,14 +474,20 @@ def test_match_patch_statistics_gives_each_patch_the_reference_mean_and_std():
   np.testing.assert_allclose(corr, 1., rtol=1e-5)
 
 
+def _zero_fill_model_and_images(config):
+  """The tiny ViT with zero mask fill, its energy parameters and 4 random uint8 images."""
+  config.corruption.mask.fill = "zeros"
+  model = models.create_vit(config.model)
+  params = energy_pretraining.init_params(model, config, jax.random.PRNGKey(0))
+  images = jax.random.randint(jax.random.PRNGKey(1), (4, 16, 16, 3), 0, 256).astype(jnp.uint8)
+  return model, params, images
+
+
 def test_diagnostics_step_lengths_are_each_images_move(tiny_config):
   """Step lengths are the RMS moves of the descent's own pixels: with scale-free ('rms')
   steps every image moves by exactly its α; with plain steps the images' moves differ."""
   c = tiny_config
-  c.corruption.mask.fill = "zeros"
-  model = models.create_vit(c.model)
-  params = energy_pretraining.init_params(model, c, jax.random.PRNGKey(0))
-  images = jax.random.randint(jax.random.PRNGKey(1), (4, 16, 16, 3), 0, 256).astype(jnp.uint8)
+  model, params, images = _zero_fill_model_and_images(c)
   alphas = jnp.array([0.3, 0.1])
   diagnose = lambda: energy_pretraining.diagnostics(
       params, images, jax.random.PRNGKey(2), model=model, config=c, step_sizes=alphas)
@@ -501,10 +507,7 @@ def test_diagnostics_measure_own_stats_restorations_with_the_clean_patch_statist
   """With a loss blind to patch mean and contrast, restored masked patches are shown with
   the clean ones' (as MAE's), and the descent's own pixels are reported beside them."""
   c = tiny_config
-  c.corruption.mask.fill = "zeros"
-  model = models.create_vit(c.model)
-  params = energy_pretraining.init_params(model, c, jax.random.PRNGKey(0))
-  images = jax.random.randint(jax.random.PRNGKey(1), (4, 16, 16, 3), 0, 256).astype(jnp.uint8)
+  model, params, images = _zero_fill_model_and_images(c)
   d = energy_pretraining.diagnostics(params, images, jax.random.PRNGKey(2), model=model,
                                      config=c)
   p, eps = model.patch_size, c.loss.norm_pix_eps
