@@ -85,8 +85,9 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.restore.second_order = "autodiff"  # Gradient through ∇ₓE: 'autodiff' or 'reverse_over_forward' (custom VJP of jvp_x E); same values.
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.target = "pixels"  # Energy: compare restored and clean images in 'pixels' (the fields below) or 'hog', each patch's L2-normalized histograms of oriented gradients (MaskFeat; squared distance; type, norm_pix* and plain_pixel_tasks unused).
-  c.loss.hog_cell_size = 4  # 'hog': cells of this many pixels square, summed into one histogram per channel; must divide the patch size.
+  c.loss.target = "pixels"  # Energy: compare restored and clean images in 'pixels' (the fields below), 'hog', each patch's L2-normalized histograms of oriented gradients (MaskFeat; squared distance; type, norm_pix* and plain_pixel_tasks unused), or 'pixels_and_hog', the pixel loss plus hog_weight × the HOG one.
+  c.loss.hog_cell_size = 4  # 'hog' and 'pixels_and_hog': cells of this many pixels square, summed into one histogram per channel; must divide the patch size.
+  c.loss.hog_weight = 1.0  # 'pixels_and_hog': weight of the HOG term beside the pixel loss.
   c.loss.type = "mse"  # Pixel distance: 'mse' or 'smooth_l1' (Huber, β = 1).
   c.loss.region = "corrupted"  # Pixels the loss covers: 'corrupted' (as MAE) or 'all'.
   c.loss.steps = "all"  # Loss over 'all' restoration steps alike, the 'last' only, or 'increasing' weights k/Σk.

@@ -50,7 +50,7 @@ REMAT_POLICIES = {
 LOSS_TYPES = ("mse", "smooth_l1")
 # What the loss compares restored and clean images in: their 'pixels' (`restoration_loss`)
 # or each patch's histograms of oriented gradients ('hog', `hog.restoration_loss`).
-LOSS_TARGETS = ("pixels", "hog")
+LOSS_TARGETS = ("pixels", "hog", "pixels_and_hog")
 REGIONS = ("corrupted", "all")
 # Which restoration steps the loss scores: the mean over 'all' K steps, the 'last' only, or
 # 'increasing' weights k / Σk on step k (K = 2: 1/3 and 2/3).

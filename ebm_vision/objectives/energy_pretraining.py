@@ -126,6 +126,10 @@ def plain_pixel_images(config, task: jnp.ndarray) -> Optional[jnp.ndarray]:
 def loss(params, clean, keys, *, model: nn.Module, config):
   """Restoration loss of a batch of normalized clean images (one key each), with metrics.
 
+  `loss.target`: 'pixels' (`energy.restoration_loss`), 'hog' (`hog.restoration_loss`), or
+  'pixels_and_hog', the pixel loss plus `loss.hog_weight` × the HOG loss, on the same
+  region and steps, aux['hog_loss_per_step'] the HOG term's unweighted [K].
+
   With `loss.energy_ranking_weight` > 0 it adds the ranking term of
   `energy.energy_ranking_loss`: the clean image must have lower energy than the
   corrupted one and every restored one.
@@ -133,19 +137,26 @@ def loss(params, clean, keys, *, model: nn.Module, config):
   r = corrupt_and_restore(model, config, params, clean, keys, train=True)
   region = r.corrupted.region if config.loss.region == "corrupted" else jnp.ones_like(
       r.corrupted.region)
-  if config.loss.target == "hog":
-    total, per_step = hog.restoration_loss(r.trajectory, clean, region,
-                                           patch_size=model.patch_size,
-                                           cell_size=config.loss.hog_cell_size,
-                                           steps=config.loss.steps)
-  else:
+  aux = {}
+  if config.loss.target != "hog":
     total, per_step = energy.restoration_loss(
         r.trajectory, clean, region, loss_type=config.loss.type, steps=config.loss.steps,
         patch_size=model.patch_size if config.loss.norm_pix else None,
         patch_stats=config.loss.norm_pix_stats, patch_eps=config.loss.norm_pix_eps,
         plain_images=plain_pixel_images(config, r.corrupted.task))
-  aux = {"loss_per_step": per_step, "step_size": r.step_sizes,
-         "energy_per_step": r.energies.mean(axis=1)}
+  if config.loss.target != "pixels":
+    hog_total, hog_per_step = hog.restoration_loss(r.trajectory, clean, region,
+                                                   patch_size=model.patch_size,
+                                                   cell_size=config.loss.hog_cell_size,
+                                                   steps=config.loss.steps)
+    if config.loss.target == "hog":
+      total, per_step = hog_total, hog_per_step
+    else:
+      weight = config.loss.hog_weight
+      total, per_step = total + weight * hog_total, per_step + weight * hog_per_step
+      aux["hog_loss_per_step"] = hog_per_step
+  aux.update(loss_per_step=per_step, step_size=r.step_sizes,
+             energy_per_step=r.energies.mean(axis=1))
   if config.loss.energy_ranking_weight:
     num_tokens = (clean.shape[1] // model.patch_size) * (clean.shape[2] // model.patch_size)
     others = jnp.concatenate([r.energies, r.energy(r.trajectory[-1])[None]])  # x_0 .. x_K.

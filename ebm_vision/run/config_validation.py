@@ -155,10 +155,13 @@ def validate_pretraining(config, num_devices: int) -> None:
   _check(config.restore.step_size_lr_multiplier > 0, config, "restore.step_size_lr_multiplier",
          "must be > 0")
   _choice(config, "loss.target", energy.LOSS_TARGETS)
-  if config.loss.target == "hog":
+  if config.loss.target != "pixels":
     cell, patch = config.loss.hog_cell_size, kw["patch_size"]
     _check(cell > 0 and patch % cell == 0, config, "loss.hog_cell_size",
            f"must be > 0 and divide model.patch_size={patch}")
+  if config.loss.target == "pixels_and_hog":
+    _check(config.loss.hog_weight > 0, config, "loss.hog_weight",
+           "must be > 0 with loss.target='pixels_and_hog'")
   _choice(config, "loss.type", energy.LOSS_TYPES)
   _choice(config, "loss.region", energy.REGIONS)
   _choice(config, "loss.steps", energy.LOSS_STEPS)

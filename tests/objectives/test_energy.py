@@ -308,22 +308,34 @@ def test_clean_images_stay_clean_in_training_only(tiny_config):
   assert np.isfinite(float(loss))
 
 
-def test_hog_target_scores_the_restoration_by_its_patch_hog(tiny_config):
-  """loss.target='hog': the objective is `hog.restoration_loss` of the restoration, and the
-  ViT's weights get its gradient through ∇ₓE."""
+@pytest.mark.parametrize("target,hog_weight", [("hog", 1.), ("pixels_and_hog", 0.5)])
+def test_hog_targets_score_the_restoration_by_its_patch_hog(tiny_config, target, hog_weight):
+  """loss.target='hog': the objective is `hog.restoration_loss` of the restoration;
+  'pixels_and_hog': the pixel loss plus hog_weight × that. The ViT's weights get the
+  gradient through ∇ₓE."""
   model = models.create_vit(tiny_config.model)
   c = tiny_config.copy_and_resolve_references()
-  c.loss.target, c.loss.hog_cell_size = "hog", 2
+  c.loss.target, c.loss.hog_cell_size, c.loss.hog_weight = target, 2, hog_weight
   params = energy_pretraining.init_params(model, c, jax.random.PRNGKey(0))
   clean = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
   keys = jax.random.split(jax.random.PRNGKey(2), 4)
   (loss, aux), grads = jax.value_and_grad(energy_pretraining.loss, has_aux=True)(
       params, clean, keys, model=model, config=c)
   r = energy_pretraining.corrupt_and_restore(model, c, params, clean, keys, train=True)
-  expected, per_step = hog.restoration_loss(r.trajectory, clean, r.corrupted.region,
-                                            patch_size=model.patch_size, cell_size=2)
-  np.testing.assert_allclose(loss, expected, rtol=1e-5)
-  np.testing.assert_allclose(aux["loss_per_step"], per_step, rtol=1e-5)
+  region = r.corrupted.region
+  hog_loss, hog_per_step = hog.restoration_loss(r.trajectory, clean, region,
+                                                patch_size=model.patch_size, cell_size=2)
+  pixel_loss, pixel_per_step = 0., 0.
+  if target == "pixels_and_hog":
+    np.testing.assert_allclose(aux["hog_loss_per_step"], hog_per_step, rtol=1e-5)
+    pixel_loss, pixel_per_step = energy.restoration_loss(
+        r.trajectory, clean, region, loss_type=c.loss.type, steps=c.loss.steps,
+        patch_size=model.patch_size if c.loss.norm_pix else None,
+        patch_stats=c.loss.norm_pix_stats, patch_eps=c.loss.norm_pix_eps)
+    assert float(pixel_loss) > 0.
+  np.testing.assert_allclose(loss, pixel_loss + hog_weight * hog_loss, rtol=1e-5)
+  np.testing.assert_allclose(aux["loss_per_step"], pixel_per_step + hog_weight * hog_per_step,
+                             rtol=1e-5)
   assert float(jnp.abs(grads["model"]["embedding"]["kernel"]).max()) > 0.
 
 

@@ -33,12 +33,21 @@ def test_bad_value_names_its_field(tiny_config, field, value):
     config_validation.validate_pretraining(tiny_config, num_devices=8)
 
 
-def test_hog_cells_must_tile_the_patch(tiny_config):
+@pytest.mark.parametrize("target", ["hog", "pixels_and_hog"])
+def test_hog_cells_must_tile_the_patch(tiny_config, target):
   tiny_config.model.variant, tiny_config.model.patch_size = "Ti/4", None  # Patch from variant.
-  tiny_config.loss.target, tiny_config.loss.hog_cell_size = "hog", 3
+  tiny_config.loss.target, tiny_config.loss.hog_cell_size = target, 3
   with pytest.raises(ConfigError, match="config.loss.hog_cell_size=3: .*divide .*=4"):
     config_validation.validate_pretraining(tiny_config, num_devices=8)
   tiny_config.loss.hog_cell_size = 2
+  config_validation.validate_pretraining(tiny_config, num_devices=8)
+
+
+def test_hog_weight_must_be_positive_beside_the_pixel_loss(tiny_config):
+  tiny_config.loss.target, tiny_config.loss.hog_weight = "pixels_and_hog", 0.
+  with pytest.raises(ConfigError, match="config.loss.hog_weight=0.0: must be > 0"):
+    config_validation.validate_pretraining(tiny_config, num_devices=8)
+  tiny_config.loss.target = "pixels"  # The weight is read only beside the pixel loss.
   config_validation.validate_pretraining(tiny_config, num_devices=8)
 
 
@@ -65,7 +74,7 @@ def test_bad_transfer_value_names_its_field(field, value):
 
 @pytest.mark.parametrize("field,value", [
     ("corruption.name", "sort"), ("corruption.clean_image_fraction", 0.2),
-    ("loss.target", "hog")])
+    ("loss.target", "hog"), ("loss.target", "pixels_and_hog")])
 def test_energy_only_value_with_mae_names_its_field(tiny_config, field, value):
   tiny_config.method, tiny_config.viewer.tasks = "mae", ("mask",)
   tiny_config.mae.update(decoder_width=32, decoder_depth=1, decoder_num_heads=2)
