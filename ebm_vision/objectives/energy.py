@@ -48,8 +48,9 @@ REMAT_POLICIES = {
     "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 LOSS_TYPES = ("mse", "smooth_l1")
-# What the loss compares restored and clean images in: their 'pixels' (`restoration_loss`)
-# or each patch's histograms of oriented gradients ('hog', `hog.restoration_loss`).
+# What the loss compares restored and clean images in: their 'pixels' (`restoration_loss`),
+# each patch's histograms of oriented gradients ('hog', `hog.restoration_loss`), or both
+# ('pixels_and_hog': the pixel loss plus loss.hog_weight × the HOG loss).
 LOSS_TARGETS = ("pixels", "hog", "pixels_and_hog")
 REGIONS = ("corrupted", "all")
 # Which restoration steps the loss scores: the mean over 'all' K steps, the 'last' only, or
