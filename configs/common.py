@@ -179,6 +179,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.num_grid_images = 8  # Held-out images in the restoration grid.
   c.checkpoint_every_steps = 1000  # Orbax checkpoint interval.
   c.time_budget_seconds = 0.0  # Stop with a checkpoint after this much training (clock starts after compilation); 0 = no limit.
+  c.stop_after_steps = 0  # Stop with a checkpoint after this step while the schedule still spans num_train_steps (equal-step comparisons on machines of any speed); 0 = no limit.
   c.max_checkpoints_to_keep = 3  # Older checkpoints are deleted.
   c.async_checkpointing = True  # Write checkpoints in the background.
   c.resume_override = False  # Resume even if fields the checkpoints depend on (model, objective, ...) differ from the workdir's config.json.
@@ -190,7 +191,7 @@ def get_transfer_config() -> ml_collections.ConfigDict:
   c = get_pretraining_config()
   for pretraining_only in ("method", "energy", "restore", "loss", "corruption", "mae", "viewer",
                            "eval_tasks", "image_every_steps", "num_grid_images", "knn_monitor",
-                           "time_budget_seconds"):
+                           "time_budget_seconds", "stop_after_steps"):
     del c[pretraining_only]
   c.mode = "linear_probe"  # What main.py runs: 'linear_probe' / 'knn' (frozen features) or 'finetune'.
   c.pretrained = config_dict.placeholder(str)  # Pretraining workdir (its latest checkpoint) or checkpoints/<step>; None = random init.

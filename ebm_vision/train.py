@@ -81,6 +81,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     # -------------------------------------------------------------------- loop
     scalars = loop.train_loop(run, config, manager, state, step_fn, train_iter,
                               watched=("loss", "grad_norm"), evaluate=evaluate,
-                              time_budget_seconds=config.time_budget_seconds)
+                              time_budget_seconds=config.time_budget_seconds,
+                              stop_after_steps=config.stop_after_steps)
     manager.close()
     return scalars

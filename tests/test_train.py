@@ -1,5 +1,6 @@
 """The training loop end to end: outputs, exact resume after a crash, NaN handling."""
 import glob
+import logging
 import os
 
 import jax
@@ -71,6 +72,24 @@ def test_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, monkeypatch
   straight, resumed = saved_params(tmp_path / "straight", 6), saved_params(tmp_path / "resumed", 6)
   for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_step_limit_stops_on_the_full_schedules_path(tiny_config, tmp_path, caplog):
+  """stop_after_steps=3 of a 6-step schedule saves what a straight run has at step 3 (its
+  warm-up and cosine span 6 steps, not 3); a relaunch trains nothing."""
+  c = tiny_config
+  c.num_train_steps, c.checkpoint_every_steps, c.optimizer.warmup_steps = 6, 3, 2
+  train.train_and_evaluate(c, str(tmp_path / "straight"))
+  c.stop_after_steps = 3
+  train.train_and_evaluate(c, str(tmp_path / "limited"))
+  assert sorted(os.listdir(tmp_path / "limited" / "checkpoints")) == ["3"]
+  straight, limited = saved_params(tmp_path / "straight", 3), saved_params(tmp_path / "limited", 3)
+  for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(limited)):
+    np.testing.assert_array_equal(a, b)
+  with caplog.at_level(logging.WARNING):
+    train.train_and_evaluate(c, str(tmp_path / "limited"))
+  assert "Step limit 3 reached already" in caplog.text
+  assert sorted(os.listdir(tmp_path / "limited" / "checkpoints")) == ["3"]
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(

@@ -175,7 +175,7 @@ def save_checkpoint(watch: checkpointing.SaveWatch, step: int, state: dict, trai
 
 def train_loop(run: Run, config, manager: ocp.CheckpointManager, state: dict, step_fn,
                train_iter, *, watched=("loss",), evaluate: Optional[Callable] = None,
-               time_budget_seconds: float = 0.) -> dict:
+               time_budget_seconds: float = 0., stop_after_steps: int = 0) -> dict:
   """Steps from the state's step to `config.num_train_steps`; returns the last scalars.
 
   Args:
@@ -187,8 +187,14 @@ def train_loop(run: Run, config, manager: ocp.CheckpointManager, state: dict, st
       after every step, before its checkpoint.
     time_budget_seconds: stop with a checkpoint after this much training, timed on
       finished steps from the end of the first (compiling) one; 0 = no limit.
+    stop_after_steps: stop with a checkpoint after this step, before the end of the
+      schedule (`config.num_train_steps`); 0 = no limit.
   """
   start_step = int(state["step"])
+  if 0 < stop_after_steps <= start_step:
+    logging.warning("Step limit %d reached already (checkpoint of step %d): nothing to train.",
+                    stop_after_steps, start_step)
+    return {}
   progress = periodic_actions.ReportProgress(
       num_train_steps=config.num_train_steps, writer=run.writer,
       every_steps=config.log_every_steps)
@@ -204,13 +210,13 @@ def train_loop(run: Run, config, manager: ocp.CheckpointManager, state: dict, st
       saves.check()
       if step > start_step + PROGRESS_AFTER_STEPS:  # The ETA leaves out compilation.
         progress(step)
-      out_of_time = False
+      out_of_budget = step == stop_after_steps
       if time_budget_seconds:
         jax.block_until_ready(metrics["loss"])
         if budget_start is None:
           budget_start = time.perf_counter()
-        out_of_time = time.perf_counter() - budget_start >= time_budget_seconds
-      stop = watch.stop_requested(step) or out_of_time
+        out_of_budget |= time.perf_counter() - budget_start >= time_budget_seconds
+      stop = watch.stop_requested(step) or out_of_budget
       is_last = step == config.num_train_steps
       saving = is_last or stop or manager.should_save(step)
       if saving or step % config.log_every_steps == 0 or is_last:
@@ -230,7 +236,7 @@ def train_loop(run: Run, config, manager: ocp.CheckpointManager, state: dict, st
         # A copy: the asynchronous writer reads it later, and evaluation adds to `scalars`.
         run.writer.write_scalars(step, dict(scalars))
         timer_step, timer = step, time.perf_counter()
-      preempted = stop and not out_of_time
+      preempted = stop and not out_of_budget
       if evaluate is not None and not preempted:  # A preempted run saves at once.
         scalars.update(evaluate(step, state, is_last) or {})
       if saving:
@@ -241,7 +247,9 @@ def train_loop(run: Run, config, manager: ocp.CheckpointManager, state: dict, st
       if stop:
         saves.finish()  # Durable before anything else.
         run.writer.flush()
-        message = (f"Stopped ({'preemption' if preempted else 'time budget'}) after saving "
+        reason = ("preemption" if preempted else
+                  "step limit" if step == stop_after_steps else "time budget")
+        message = (f"Stopped ({reason}) after saving "
                    f"step {step} in {run.workdir}; the next launch resumes from it.")
         if preempted:
           raise errors.Preempted(message)
