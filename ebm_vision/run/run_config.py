@@ -24,7 +24,8 @@ CONFIG_FILE = "config.json"  # Written into the workdir by every training run.
 SAFE_TO_CHANGE = (
     "num_train_steps", "log_every_steps", "image_every_steps", "checkpoint_every_steps",
     "max_checkpoints_to_keep", "async_checkpointing", "time_budget_seconds", "stop_after_steps",
-    "batch_size", "eval_tasks", "num_grid_images", "knn_monitor", "viewer", "mesh", "resume_override",
+    "batch_size", "eval_tasks", "num_grid_images", "knn_monitor", "viewer", "mesh",
+    "resume_override",
     "data.data_dir", "data.builder_dir", "data.shuffle_buffer", "data.prefetch_batches",
     "data.checkpoint_iterator", "grad_accum_steps", "optimizer.learning_rate_per_256",
     "optimizer.warmup_steps",
