@@ -123,6 +123,11 @@ def plain_pixel_images(config, task: jnp.ndarray) -> Optional[jnp.ndarray]:
                                      for t in config.loss.plain_pixel_tasks]))
 
 
+def norm_pix_cell_size(config, model: nn.Module) -> int:
+  """Side of the square cells the pixel loss standardizes one by one (`loss.norm_pix`)."""
+  return config.loss.norm_pix_cell_size or model.patch_size
+
+
 def loss(params, clean, keys, *, model: nn.Module, config):
   """Restoration loss of a batch of normalized clean images (one key each), with metrics.
 
@@ -141,7 +146,7 @@ def loss(params, clean, keys, *, model: nn.Module, config):
   if config.loss.target != "hog":
     total, per_step = energy.restoration_loss(
         r.trajectory, clean, region, loss_type=config.loss.type, steps=config.loss.steps,
-        patch_size=model.patch_size if config.loss.norm_pix else None,
+        patch_size=norm_pix_cell_size(config, model) if config.loss.norm_pix else None,
         patch_stats=config.loss.norm_pix_stats, patch_eps=config.loss.norm_pix_eps,
         plain_images=plain_pixel_images(config, r.corrupted.task))
   if config.loss.target != "pixels":
@@ -193,7 +198,8 @@ def diagnostics(params, images, rng, *, model: nn.Module, config,
                                    "step_length_max": lengths.max(1)}
   if config.loss.norm_pix and config.loss.norm_pix_stats == "own":
     match = functools.partial(energy.match_patch_statistics, reference=clean,
-                              patch_size=model.patch_size, eps=config.loss.norm_pix_eps)
+                              patch_size=norm_pix_cell_size(config, model),
+                              eps=config.loss.norm_pix_eps)
     matched = r.corrupted.region > 0
     plain = plain_pixel_images(config, r.corrupted.task)
     if plain is not None:

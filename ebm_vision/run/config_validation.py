@@ -167,6 +167,9 @@ def validate_pretraining(config, num_devices: int) -> None:
   _choice(config, "loss.steps", energy.LOSS_STEPS)
   _choice(config, "loss.norm_pix_stats", energy.PATCH_STATS)
   _check(config.loss.norm_pix_eps > 0, config, "loss.norm_pix_eps", "must be > 0")
+  cell, patch = config.loss.norm_pix_cell_size, kw["patch_size"]
+  _check(cell == 0 or (cell > 0 and patch % cell == 0), config, "loss.norm_pix_cell_size",
+         f"must be 0 (the patch size) or divide model.patch_size={patch}")
   for i, task in enumerate(config.loss.plain_pixel_tasks):
     if task not in corruptions.TASKS:
       raise ConfigError(f"config.loss.plain_pixel_tasks[{i}]={task!r}: must be one of "

@@ -539,6 +539,29 @@ def test_diagnostics_measure_own_stats_restorations_with_the_clean_patch_statist
       params, images, jax.random.PRNGKey(2), model=model, config=c)
 
 
+def test_norm_pix_cells_standardize_the_loss_and_the_shown_restorations(tiny_config):
+  """`loss.norm_pix_cell_size` standardizes cells smaller than the patch: the restored
+  masked cells are shown with each clean cell's mean, and the loss changes; a cell of the
+  patch size is the default."""
+  c = tiny_config
+  model, params, images = _zero_fill_model_and_images(c)
+  clean = jax.random.normal(jax.random.PRNGKey(3), (4, 16, 16, 3))
+  keys = jax.random.split(jax.random.PRNGKey(4), 4)
+  loss = lambda: float(energy_pretraining.loss(params, clean, keys, model=model, config=c)[0])
+  default = loss()
+  cell = model.patch_size // 2
+  c.loss.norm_pix_cell_size = model.patch_size
+  assert loss() == default
+  c.loss.norm_pix_cell_size = cell
+  assert abs(loss() - default) > 1e-4
+  d = energy_pretraining.diagnostics(params, images, jax.random.PRNGKey(2), model=model,
+                                     config=c)
+  masked = patchify(d["region"], cell)[..., 0] > 0  # [B, N]: whole cells.
+  restored, clean_cells = patchify(d["trajectory"][-1], cell), patchify(d["clean"], cell)
+  np.testing.assert_allclose(restored.mean(-1)[masked], clean_cells.mean(-1)[masked],
+                             atol=1e-4)
+
+
 @pytest.mark.slow
 def test_training_makes_restoration_beat_the_corrupted_input(tiny_config):
   """A few dozen steps on smooth images: restored masked pixels beat the noise fill."""

@@ -43,6 +43,16 @@ def test_hog_cells_must_tile_the_patch(tiny_config, target):
   config_validation.validate_pretraining(tiny_config, num_devices=8)
 
 
+def test_norm_pix_cells_must_tile_the_patch(tiny_config):
+  tiny_config.model.variant, tiny_config.model.patch_size = "Ti/4", None  # Patch from variant.
+  tiny_config.loss.norm_pix_cell_size = 3
+  with pytest.raises(ConfigError, match="config.loss.norm_pix_cell_size=3: .*divide .*=4"):
+    config_validation.validate_pretraining(tiny_config, num_devices=8)
+  for cell in (0, 2):  # 0: the patch size.
+    tiny_config.loss.norm_pix_cell_size = cell
+    config_validation.validate_pretraining(tiny_config, num_devices=8)
+
+
 def test_hog_weight_must_be_positive_beside_the_pixel_loss(tiny_config):
   tiny_config.loss.target, tiny_config.loss.hog_weight = "pixels_and_hog", 0.
   with pytest.raises(ConfigError, match="config.loss.hog_weight=0.0: must be > 0"):
