@@ -124,8 +124,9 @@ def plain_pixel_images(config, task: jnp.ndarray) -> Optional[jnp.ndarray]:
 
 
 def norm_pix_cell_size(config, model: nn.Module) -> int:
-  """Side of the square cells the pixel loss standardizes one by one (`loss.norm_pix`)."""
-  return config.loss.norm_pix_cell_size or model.patch_size
+  """Side of the square cells the pixel loss standardizes one by one (`loss.norm_pix`); the
+  patch in configs recorded before the field existed."""
+  return config.loss.get("norm_pix_cell_size", 0) or model.patch_size
 
 
 def loss(params, clean, keys, *, model: nn.Module, config):

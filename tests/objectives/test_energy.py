@@ -552,6 +552,9 @@ def test_norm_pix_cells_standardize_the_loss_and_the_shown_restorations(tiny_con
   cell = model.patch_size // 2
   c.loss.norm_pix_cell_size = model.patch_size
   assert loss() == default
+  with c.unlocked():
+    del c.loss["norm_pix_cell_size"]  # A config recorded before the field existed.
+  assert loss() == default
   c.loss.norm_pix_cell_size = cell
   assert abs(loss() - default) > 1e-4
   d = energy_pretraining.diagnostics(params, images, jax.random.PRNGKey(2), model=model,
