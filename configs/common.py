@@ -94,7 +94,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.loss.norm_pix = True  # Per-patch normalized pixels in the loss (MAE's norm_pix_loss); with stats 'own' it lifted energy/mask kNN / linear probe by ~2 points at 600 steps (docs/experiments.md, session 6).
   c.loss.norm_pix_stats = "own"  # Energy: normalize each side of the loss by its 'own' patch mean and std (shift- and scale-invariant) or both by the 'clean' patch's (weight 1/σ²; with eps 1e-6 the old norm_pix, −1.5 kNN). MAE ignores it.
   c.loss.norm_pix_cell_size = 0  # Energy: side in pixels of the square cells norm_pix standardizes one by one (a divisor of the patch size); 0 = the patch size (4 at patch 8: −0.8 fine-tuning, docs/experiments.md session 30).
-  c.loss.norm_pix_eps = 0.05  # Energy: variance floor of the per-patch normalization (the median patch variance is 0.39 in normalized pixels); MAE uses 1e-6.
+  c.loss.norm_pix_eps = 0.05  # Energy: variance floor of the per-patch normalization (the median patch variance is 0.39 in normalized pixels; 0.2: −0.3 fine-tuning, docs/experiments.md session 31); MAE uses 1e-6.
   c.loss.plain_pixel_tasks = ("sr", "denoise", "color")  # Energy: tasks whose restorations the loss compares in plain pixels despite norm_pix: the whole-image tasks change mostly what standardized patches hide (+2.9 LP for 'mix'); () for the earlier loss.
   c.loss.energy_ranking_weight = 0.0  # Weight of softplus(E(clean) − E(x)) per token, x = corrupted and restored images; 0 = off.
 
