@@ -66,7 +66,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.model.remat_blocks = False  # Recompute each block in the backward pass (less memory, ~1 more forward).
 
   c.energy = ml_collections.ConfigDict()
-  c.energy.readout = "sq_norm"  # E(x) from last-block tokens h: 'sq_norm' = ½Σ_tokens mean_channels h², 'sq_norm_pooled' = the same of the token mean, 'sq_norm_residual' = the same of h − (patch + position embeddings), 'projected_sq_norm' = the same of LN(h)·P, P a learned D×D energy head, 'reconstruction' = ½‖x − f(x)‖², f a linear patch read-out of LN(h).
+  c.energy.readout = "sq_norm"  # E(x) from last-block tokens h: 'sq_norm' = ½Σ_tokens mean_channels h², 'sq_norm_pooled' = the same of the token mean, 'sq_norm_residual' = the same of h − (patch + position embeddings), 'sq_norm_blocks' = the mean over blocks of the same of each block's output, 'projected_sq_norm' = the same of LN(h)·P, P a learned D×D energy head, 'reconstruction' = ½‖x − f(x)‖², f a linear patch read-out of LN(h).
 
   c.energy.tokens = "all"  # Tokens E sums over: 'all', or 'uncorrupted' (not wholly corrupted: masked patches are then restored through the visible tokens' outputs).
 

@@ -129,7 +129,8 @@ class Encoder1DBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-  """Stack of blocks; drop-path rate grows linearly with depth.
+  """Stack of blocks; drop-path rate grows linearly with depth. Returns every block's
+  output [depth, B, N, D] and the last one's after the final norm.
 
   With `remat_blocks`, each block keeps only its input for the backward pass and
   recomputes the rest (less memory, one more forward pass).
@@ -146,18 +147,21 @@ class Encoder(nn.Module):
     block = Encoder1DBlock
     if self.remat_blocks:
       block = nn.remat(Encoder1DBlock, static_argnums=(2,))  # 0 is self, 2 `deterministic`.
+    outputs = []
     for i in range(self.depth):
       rate = self.drop_path_rate * i / max(self.depth - 1, 1)
       x = block(self.mlp_dim, self.num_heads, rate, self.dtype,
                 name=f"encoderblock_{i}")(x, deterministic)
-    return x, nn.LayerNorm(dtype=self.dtype, name="encoder_norm")(x)
+      outputs.append(x)
+    return jnp.stack(outputs), nn.LayerNorm(dtype=self.dtype, name="encoder_norm")(x)
 
 
 class ViT(nn.Module):
   """ViT backbone; returns a dict of intermediate outputs.
 
   Keys: `embedded` (patch + position embeddings, the first block's input, [B, N, D]),
-  `tokens` (last block output before the final norm, [B, N, D]),
+  `block_tokens` (every block's output, [depth, B, N, D]), `tokens` (the last block's
+  output before the final norm, [B, N, D]),
   `encoded` (after `encoder_norm`), `pre_logits` (pooled, [B, D]) and, with
   `num_classes`, `logits`. Outputs are float32 when computing in bfloat16. Token
   outputs include the class token first when the model has one.
@@ -203,11 +207,12 @@ class ViT(nn.Module):
       cls = self.param("cls", nn.initializers.zeros, (1, 1, d), jnp.float32)
       x = jnp.concatenate([jnp.tile(cls.astype(self.dtype), (b, 1, 1)), x], axis=1)
 
-    tokens, encoded = Encoder(self.depth, self.mlp_dim, self.num_heads,
+    block_tokens, encoded = Encoder(self.depth, self.mlp_dim, self.num_heads,
                               self.drop_path_rate, self.dtype, self.remat_blocks,
                               name="Transformer")(x, deterministic=not train)
     out_dtype = jnp.promote_types(self.dtype, jnp.float32)
-    out = {"tokens": tokens.astype(out_dtype), "encoded": encoded.astype(out_dtype),
+    out = {"block_tokens": block_tokens.astype(out_dtype),
+           "tokens": block_tokens[-1].astype(out_dtype), "encoded": encoded.astype(out_dtype),
            "embedded": x.astype(out_dtype)}
     if self.pool_type == "token":
       pooled = encoded[:, 0]

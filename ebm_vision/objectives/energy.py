@@ -25,6 +25,9 @@ from ebm_vision.data.patches import patch_statistics, patchify, unpatchify
 # which leaves restoration without a gradient: not offered.)
 # 'sq_norm_residual' reads the same of h − z₀, what the blocks added to the patch
 # embeddings z₀ (the energy then ignores the embedding's own norm).
+# 'sq_norm_blocks' is the mean over blocks of the same of each block's output h_l: every
+# block gets its own share of ∇ₓE (through itself and the blocks below), not only the
+# gradient that comes down through the blocks above it.
 # 'projected_sq_norm' reads ½ Σ_tokens mean_channels (LN(h)·P)² of the final-norm tokens (the
 # transferred features) through a learned D×D map P, an energy head outside the ViT.
 # 'reconstruction' is the energy of how far x is from what the network makes of it:
@@ -32,8 +35,8 @@ from ebm_vision.data.patches import patch_statistics, patchify, unpatchify
 # ∇ₓE = (I − J_f)ᵀ (x − f(x)): a descent step moves x towards f(x), a direct output of the
 # network, instead of relying on the Jacobian of ½‖h‖² alone (an energy parameterization
 # that trains like a denoiser; Salimans & Ho 2021, "Should EBMs model the energy or the score?").
-READOUTS = ("sq_norm", "sq_norm_pooled", "sq_norm_residual", "projected_sq_norm",
-            "reconstruction")
+READOUTS = ("sq_norm", "sq_norm_pooled", "sq_norm_residual", "sq_norm_blocks",
+            "projected_sq_norm", "reconstruction")
 # Tokens the energy sums over: 'all', or 'uncorrupted' (those whose patch the corruption left
 # at least partly intact; an image corrupted everywhere keeps all). With 'uncorrupted', a
 # masked patch is restored only through what the visible tokens' outputs say about it.
@@ -92,6 +95,7 @@ def energy(model: nn.Module, params, images: jnp.ndarray, *, readout: str = "sq_
   readout 'sq_norm': E = ½ Σ_tokens mean_channels h²  (every token's energy);
   readout 'sq_norm_pooled': E = ½ N · mean_channels (mean_tokens h)²  (the pooled feature's);
   readout 'sq_norm_residual': E = ½ Σ_tokens mean_channels (h − z₀)², z₀ the embedded patches;
+  readout 'sq_norm_blocks': E = mean_blocks ½ Σ_tokens mean_channels h_l², h_l block l's output;
   readout 'projected_sq_norm': E = ½ Σ_tokens mean_channels (LN(h)·P)², LN the final norm;
   readout 'reconstruction': E = ½ Σ_patches ‖x_patch − LN(h)·V − b‖², V, b the read-out.
   token_weights [B, N]: weigh each token's term (the pooled read-out: a weighted mean);
@@ -106,18 +110,19 @@ def energy(model: nn.Module, params, images: jnp.ndarray, *, readout: str = "sq_
     per_patch = 0.5 * jnp.sum(jnp.square(patchify(images, model.patch_size) - predicted), -1)
     w = jnp.ones(per_patch.shape) if token_weights is None else token_weights
     return jnp.sum(w * per_patch, axis=-1)
-  h = out["tokens"]
+  h = out["block_tokens"] if readout == "sq_norm_blocks" else out["tokens"]
   if readout == "sq_norm_residual":
     h = h - out["embedded"]
   if readout == "projected_sq_norm":
     h = out["encoded"] @ params["readout"]["kernel"]
-  w = jnp.ones(h.shape[:2], h.dtype) if token_weights is None else token_weights
-  if w.shape[1] == h.shape[1] - 1:  # A class token (first) always counts.
+  w = jnp.ones(h.shape[-3:-1], h.dtype) if token_weights is None else token_weights
+  if w.shape[1] == h.shape[-2] - 1:  # A class token (first) always counts.
     w = jnp.concatenate([jnp.ones_like(w[:, :1]), w], axis=1)
   if readout == "sq_norm_pooled":
     pooled = jnp.sum(h * w[..., None], axis=1) / jnp.maximum(w.sum(-1, keepdims=True), 1e-6)
     return 0.5 * h.shape[1] * jnp.mean(jnp.square(pooled), axis=-1)
-  return 0.5 * jnp.sum(w * jnp.mean(jnp.square(h), axis=-1), axis=-1)
+  per_block = 0.5 * jnp.sum(w * jnp.mean(jnp.square(h), axis=-1), axis=-1)
+  return per_block.mean(axis=0) if readout == "sq_norm_blocks" else per_block
 
 
 def token_weights(tokens: str, region: jnp.ndarray, patch_size: int) -> Optional[jnp.ndarray]:

@@ -13,22 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ebm_vision.data import pixels
-from ebm_vision.models import vit
 
 
 def block_tokens_fn(model):
   """jitted (params, uint8 images, pixel_mean, pixel_std) -> [depth, B, N, D] float32 tokens."""
-  def is_block_call(module, method_name):
-    return isinstance(module, vit.Encoder1DBlock) and method_name == "__call__"
-
   @jax.jit
   def tokens(params, images, pixel_mean, pixel_std):
     x = pixels.normalize(images, pixel_mean, pixel_std)
-    _, state = model.apply({"params": params}, x, capture_intermediates=is_block_call,
-                           mutable=["intermediates"])
-    blocks = state["intermediates"]["Transformer"]
-    return jnp.stack([blocks[f"encoderblock_{i}"]["__call__"][0].astype(jnp.float32)
-                      for i in range(len(blocks))])
+    return model.apply({"params": params}, x)["block_tokens"].astype(jnp.float32)
   return tokens
 
 

@@ -21,6 +21,9 @@ def test_output_shapes_and_dtypes(pool_type, num_tokens):
   params = model.init(jax.random.PRNGKey(0), x)["params"]
   out = model.apply({"params": params}, x)
   chex.assert_shape(out["tokens"], (3, num_tokens, 32))
+  chex.assert_shape(out["block_tokens"], (2, 3, num_tokens, 32))
+  np.testing.assert_array_equal(out["block_tokens"][-1], out["tokens"])
+  assert float(jnp.abs(out["block_tokens"][0] - out["tokens"]).max()) > 0
   chex.assert_shape(out["encoded"], (3, num_tokens, 32))
   chex.assert_shape(out["pre_logits"], (3, 32))
   chex.assert_shape(out["logits"], (3, 5))

@@ -47,16 +47,18 @@ def _loss_fn(model, clean, corrupted, region, remat, steps="all", norm_pix=False
   return loss
 
 
-@pytest.mark.parametrize("readout, step_normalization, tokens, patch_stats", [
-    ("sq_norm", "none", "all", "clean"), ("sq_norm_residual", "none", "all", "clean"),
-    ("sq_norm_pooled", "rms", "uncorrupted", "clean"),
-    ("projected_sq_norm", "none", "all", "clean"), ("sq_norm", "none", "uncorrupted", "clean"),
-    ("reconstruction", "none", "all", "clean"), ("sq_norm", "none", "all", "own")])
+@pytest.mark.parametrize("readout, step_normalization, tokens, patch_stats, depth", [
+    ("sq_norm", "none", "all", "clean", 1), ("sq_norm_residual", "none", "all", "clean", 1),
+    ("sq_norm_pooled", "rms", "uncorrupted", "clean", 1),
+    ("sq_norm_blocks", "none", "uncorrupted", "own", 2),
+    ("projected_sq_norm", "none", "all", "clean", 1),
+    ("sq_norm", "none", "uncorrupted", "clean", 1),
+    ("reconstruction", "none", "all", "clean", 1), ("sq_norm", "none", "all", "own", 1)])
 def test_parameter_gradient_matches_central_finite_differences(readout, step_normalization,
-                                                               tokens, patch_stats):
+                                                               tokens, patch_stats, depth):
   """The gradient flows through ∇ₓE (second order); float64 for exact differences."""
   with jax.enable_x64(True):
-    model = vit.ViT(width=8, depth=1, mlp_dim=16, num_heads=2, patch_size=2,
+    model = vit.ViT(width=8, depth=depth, mlp_dim=16, num_heads=2, patch_size=2,
                     dtype=jnp.float64)
     k = jax.random.split(jax.random.PRNGKey(0), 4)
     clean = jax.random.normal(k[0], (2, 4, 4, 3), jnp.float64)
@@ -163,6 +165,22 @@ def test_residual_readout_ignores_the_patch_embeddings_own_norm():
   assert np.all(np.asarray(energy.energy(model, params, x, readout="sq_norm")) > 1.)
   np.testing.assert_allclose(energy.energy(model, params, x, readout="sq_norm_residual"), 0.,
                              atol=1e-10)
+
+
+def test_blocks_readout_is_the_mean_of_each_blocks_sq_norm():
+  """'sq_norm_blocks' of a 2-block ViT = the mean of 'sq_norm' of its first block alone
+  (a 1-block ViT with those parameters) and 'sq_norm' of both blocks."""
+  model = vit.ViT(width=16, depth=2, mlp_dim=32, num_heads=2, patch_size=4)
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8, 3))
+  params = model.init(jax.random.PRNGKey(1), x)["params"]
+  first = {**params, "Transformer": {k: v for k, v in params["Transformer"].items()
+                                     if k != "encoderblock_1"}}
+  one_block = vit.ViT(width=16, depth=1, mlp_dim=32, num_heads=2, patch_size=4)
+  both = energy.energy(model, {"model": params}, x)
+  lower = energy.energy(one_block, {"model": first}, x)
+  np.testing.assert_allclose(energy.energy(model, {"model": params}, x, readout="sq_norm_blocks"),
+                             (lower + both) / 2, rtol=1e-5)
+  assert np.all(np.abs(np.asarray(lower - both)) > 1e-3)  # The two blocks' energies differ.
 
 
 def test_uncorrupted_tokens_leave_out_wholly_corrupted_patches():

@@ -115,8 +115,8 @@ def test_main_rejects_a_bad_override_in_one_line(tmp_path):
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == (
       "ebm-vision: config.energy.readout='bogus': must be one of "
-      "['sq_norm', 'sq_norm_pooled', 'sq_norm_residual', 'projected_sq_norm', "
-      "'reconstruction']")
+      "['sq_norm', 'sq_norm_pooled', 'sq_norm_residual', 'sq_norm_blocks', "
+      "'projected_sq_norm', 'reconstruction']")
 
 
 @pytest.mark.parametrize("override,expected", [
