@@ -73,6 +73,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.restore = ml_collections.ConfigDict()
   c.restore.num_steps = 2  # K gradient steps on the input (the paper: "as few as one").
   c.restore.init_step_size = 5.0  # Initial α of every step (softplus keeps it positive); at init ∇ₓE has rms 0.03 (B/16) to 0.09 (Ti-sized), so the first step moves pixels by 0.15–0.5 std.
+  c.restore.init_step_size_from_data = False  # Energy: at a fresh start, set every α so the first step moves the first batch's corrupted pixels by their RMS distance to the clean image (init_step_size then unused).
   c.restore.learn_step_size = True  # Learn one α per step; False keeps init_step_size.
   c.restore.step_size_lr_multiplier = 1.0  # Learning rate of the step sizes over the global one (one scalar under AdamW moves ≤ lr per step).
   c.restore.step_normalization = "none"  # 'none': x − α·∇ₓE; 'rms': x − α·∇ₓE/RMS(∇ₓE) per image (α in units of the pixels' std).

@@ -10,7 +10,7 @@ from absl import logging
 
 from ebm_vision.data import input_pipeline
 from ebm_vision.models import create_vit
-from ebm_vision.objectives import train_step
+from ebm_vision.objectives import energy, train_step
 from ebm_vision.parallel import mesh as mesh_lib
 from ebm_vision.run import checkpointing, config_validation, loop, paths, restorations
 from ebm_vision.run.optimizer import pretraining_optimizer
@@ -54,6 +54,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         config.data, global_batch_size=config.batch_size, seed=config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(),
         start_step=int(state["step"]), workdir=workdir)
+    if (config.method == "energy" and config.restore.init_step_size_from_data
+        and int(state["step"]) == 0):
+      state = train_step.data_step_sizes_fn(model, config, state_sharding, run.mesh)(
+          state, mesh_lib.global_batch(train_iter.peek(), run.mesh))
+      logging.info("Step sizes from the first batch: α = %.4g",
+                   float(energy.step_sizes(state["params"]["restore"]["raw_step_size"])[0]))
     grid_images = jax.device_put(input_pipeline.eval_images(config.data, config.num_grid_images),
                                  mesh_lib.replicated(run.mesh))
 

@@ -47,12 +47,18 @@ class CrashAfter:
     self.n -= 1
     return next(self.iterator)
 
+  def peek(self):
+    return self.iterator.peek()
+
   def save(self, path):
     self.iterator.save(path)
 
 
-def test_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, monkeypatch):
+@pytest.mark.parametrize("step_sizes_from_data", [False, True])
+def test_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, monkeypatch,
+                                              step_sizes_from_data):
   c = tiny_config
+  c.restore.init_step_size_from_data = step_sizes_from_data  # Peeks at the first batch.
   c.num_train_steps, c.checkpoint_every_steps, c.max_checkpoints_to_keep = 6, 2, 2
   c.data.checkpoint_iterator = True  # Exact data order after a resume.
   train.train_and_evaluate(c, str(tmp_path / "straight"))
@@ -72,6 +78,15 @@ def test_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, monkeypatch
   straight, resumed = saved_params(tmp_path / "straight", 6), saved_params(tmp_path / "resumed", 6)
   for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_step_sizes_from_data_replace_the_configured_one(tiny_config, tmp_path):
+  c = tiny_config
+  c.num_train_steps, c.restore.learn_step_size = 1, False
+  c.restore.init_step_size_from_data = True
+  scalars = train.train_and_evaluate(c, str(tmp_path))
+  alphas = [scalars[f"train/step_size_{k}"] for k in (1, 2)]
+  assert alphas[0] == alphas[1] and abs(alphas[0] - c.restore.init_step_size) > 0.1
 
 
 def test_step_limit_stops_on_the_full_schedules_path(tiny_config, tmp_path, caplog):

@@ -297,11 +297,21 @@ class DataIterator:
   def __init__(self, ds: tf.data.Dataset, builder=None, split: str = ""):
     self._iterator = iter(ds)
     self._builder, self._split = builder, split
+    self._peeked = None
 
   def __iter__(self) -> Iterator[dict]:
     return self
 
+  def peek(self) -> dict:
+    """The next batch, left in place: the next `next()` returns it."""
+    if self._peeked is None:
+      self._peeked = next(self)
+    return self._peeked
+
   def __next__(self) -> dict:
+    if self._peeked is not None:
+      batch, self._peeked = self._peeked, None
+      return batch
     try:
       batch = next(self._iterator)
     except DATA_LOSS_ERRORS as e:
@@ -312,6 +322,8 @@ class DataIterator:
 
   def save(self, path: str) -> None:
     """Writes the iterator state (including shuffle buffers) under `path`."""
+    if self._peeked is not None:
+      raise RuntimeError("a peeked batch is pending: the saved state would skip it")
     tf.train.Checkpoint(iterator=self._iterator).write(path)
 
   def restore(self, path: str) -> None:

@@ -99,6 +99,24 @@ def corrupt_and_restore(model: nn.Module, config, params, clean, keys, *, train:
                      functools.partial(efn, energy_params(params)))
 
 
+def data_step_size(params, clean, keys, *, model: nn.Module, config) -> jnp.ndarray:
+  """The α at which the first restoration step moves the corrupted pixels of normalized
+  `clean` (one key each) by their RMS distance to the clean image: RMS(x − x₀) / RMS of the
+  step at α = 1, over the batch's corrupted region, without drop path or Langevin noise.
+
+  Starting every α there makes the first step as long as the error it has to undo,
+  whatever the model's size and initialization (`restore.init_step_size_from_data`).
+  """
+  probe = config.copy_and_resolve_references()
+  probe.restore.langevin_noise_scale = 0.
+  r = corrupt_and_restore(model, probe, params, clean, keys, train=False,
+                          step_sizes=jnp.ones((1,), jnp.float32))
+  region = r.corrupted.region
+  sum_of_squares = lambda x: jnp.sum(jnp.square(x) * region)
+  return jnp.sqrt(sum_of_squares(clean - r.corrupted.images) /
+                  jnp.maximum(sum_of_squares(r.corrupted.images - r.trajectory[0]), 1e-30))
+
+
 def keep_clean_images(corrupted: corruptions.Corrupted, clean: jnp.ndarray, keys: jax.Array,
                       fraction: float) -> corruptions.Corrupted:
   """Gives each image, with probability `fraction` (its own key), back its clean pixels.

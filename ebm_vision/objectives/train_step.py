@@ -16,12 +16,13 @@ import jax.numpy as jnp
 import optax
 
 from ebm_vision.data import pixels
-from ebm_vision.objectives import energy_pretraining, mae
+from ebm_vision.objectives import energy, energy_pretraining, mae
 from ebm_vision.parallel import accumulation
 from ebm_vision.parallel import mesh as mesh_lib
 from ebm_vision.parallel import partitioning
 
 OBJECTIVES = {"energy": energy_pretraining, "mae": mae}
+DATA_STEP_SIZE_FOLD = 2**31 - 1  # fold_in data of the data-derived step sizes' corruptions.
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, config,
@@ -36,6 +37,26 @@ def initial_params(model: nn.Module, config, rng: jax.Array) -> dict:
   """The parameters `init_state(..., rng)` starts from; a run's are those of
   `jax.random.PRNGKey(config.seed)`."""
   return OBJECTIVES[config.method].init_params(model, config, jax.random.split(rng)[0])
+
+
+def with_data_step_sizes(state: dict, batch: dict, *, model: nn.Module, config) -> dict:
+  """`state` with every restoration step size set to `energy_pretraining.data_step_size`
+  of `batch` {'image': uint8} (its corruptions drawn from a key no train step uses)."""
+  clean = pixels.normalize(batch["image"], config.data.pixel_mean, config.data.pixel_std)
+  keys = jax.random.split(jax.random.fold_in(state["rng"], DATA_STEP_SIZE_FOLD), clean.shape[0])
+  alpha = energy_pretraining.data_step_size(state["params"], clean, keys, model=model,
+                                            config=config)
+  raw = energy.raw_step_size_init(alpha, config.restore.num_steps)
+  params = {**state["params"], "restore": {**state["params"]["restore"], "raw_step_size": raw}}
+  return {**state, "params": params}
+
+
+def data_step_sizes_fn(model: nn.Module, config, state_sharding, mesh):
+  """`with_data_step_sizes` jitted on `mesh`: (state, global batch) -> state, in place."""
+  return partitioning.jit(
+      functools.partial(with_data_step_sizes, model=model, config=config), mesh,
+      in_shardings=(state_sharding, mesh_lib.batch_sharding(mesh)),
+      out_shardings=state_sharding, donate_argnums=(0,))
 
 
 def train_step(state: dict, batch: dict, *, model: nn.Module, config,

@@ -85,6 +85,20 @@ def test_saved_iterator_resumes_exactly(tfds_dir, tmp_path, source):
     np.testing.assert_array_equal(next(resumed)["image"], want)
 
 
+def test_peeked_batch_is_the_next_one_and_blocks_saving(tfds_dir, tmp_path):
+  make = lambda: input_pipeline.create_train_iterator(
+      data_config(builder_dir=tfds_dir), global_batch_size=4, seed=0, process_index=0,
+      process_count=1)
+  expected = [next(it)["image"] for it in [make()] for _ in range(2)]
+  it = make()
+  np.testing.assert_array_equal(it.peek()["image"], expected[0])
+  np.testing.assert_array_equal(it.peek()["image"], expected[0])  # Still in place.
+  with pytest.raises(RuntimeError, match="peeked batch is pending"):
+    it.save(str(tmp_path / "state"))
+  for want in expected:
+    np.testing.assert_array_equal(next(it)["image"], want)
+
+
 def test_eval_images_are_a_fixed_batch_of_the_eval_split(tfds_dir):
   images = input_pipeline.eval_images(data_config(builder_dir=tfds_dir), 3)
   chex.assert_shape(images, (3, 16, 16, 3))

@@ -183,6 +183,23 @@ def test_blocks_readout_is_the_mean_of_each_blocks_sq_norm():
   assert np.all(np.abs(np.asarray(lower - both)) > 1e-3)  # The two blocks' energies differ.
 
 
+def test_data_step_size_makes_the_first_step_as_long_as_the_error(tiny_config):
+  model = models.create_vit(tiny_config.model)
+  tiny_config.restore.langevin_noise_scale = 0.5  # The probe step leaves it out.
+  params = energy_pretraining.init_params(model, tiny_config, jax.random.PRNGKey(0))
+  clean = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
+  keys = jax.random.split(jax.random.PRNGKey(2), 4)
+  alpha = energy_pretraining.data_step_size(params, clean, keys, model=model, config=tiny_config)
+  tiny_config.restore.langevin_noise_scale = 0.
+  r = energy_pretraining.corrupt_and_restore(model, tiny_config, params, clean, keys,
+                                             train=False, step_sizes=alpha[None])
+  rms = lambda x: jnp.sqrt(jnp.sum(jnp.square(x) * r.corrupted.region) /
+                           jnp.sum(r.corrupted.region))
+  np.testing.assert_allclose(rms(r.trajectory[0] - r.corrupted.images),
+                             rms(clean - r.corrupted.images), rtol=1e-4)
+  assert abs(float(alpha) - tiny_config.restore.init_step_size) > 0.1
+
+
 def test_uncorrupted_tokens_leave_out_wholly_corrupted_patches():
   region = jnp.zeros((2, 8, 8, 1)).at[0, :4, :4].set(1.).at[0, :4, 4:6].set(1.).at[1].set(1.)
   weights = energy.token_weights("uncorrupted", region, patch_size=4)
