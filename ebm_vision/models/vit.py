@@ -208,8 +208,8 @@ class ViT(nn.Module):
       x = jnp.concatenate([jnp.tile(cls.astype(self.dtype), (b, 1, 1)), x], axis=1)
 
     block_tokens, encoded = Encoder(self.depth, self.mlp_dim, self.num_heads,
-                              self.drop_path_rate, self.dtype, self.remat_blocks,
-                              name="Transformer")(x, deterministic=not train)
+                                    self.drop_path_rate, self.dtype, self.remat_blocks,
+                                    name="Transformer")(x, deterministic=not train)
     out_dtype = jnp.promote_types(self.dtype, jnp.float32)
     out = {"block_tokens": block_tokens.astype(out_dtype),
            "tokens": block_tokens[-1].astype(out_dtype), "encoded": encoded.astype(out_dtype),
