@@ -153,6 +153,7 @@ def get_pretraining_config() -> ml_collections.ConfigDict:
   c.optimizer.mu_dtype = "float32"  # AdamW's first moment: 'float32' or 'bfloat16' (2 bytes less per parameter).
   c.optimizer.weight_decay = 0.05  # Decoupled weight decay on weight matrices only.
   c.optimizer.grad_clip_norm = 1.0  # Clip the global gradient norm; 0 disables.
+  c.ema_decay = 0.0  # Keep a (debiased) EMA of the parameters with this decay per step, which evaluations, transfer and export read; 0 = none.
 
   c.viewer = ml_collections.ConfigDict()  # main.py --mode=restore: restorations of a checkpoint.
   c.viewer.source = "tfds"  # Images to restore: 'tfds' or 'dead_leaves'.
@@ -193,7 +194,7 @@ def get_transfer_config() -> ml_collections.ConfigDict:
   c = get_pretraining_config()
   for pretraining_only in ("method", "energy", "restore", "loss", "corruption", "mae", "viewer",
                            "eval_tasks", "image_every_steps", "num_grid_images", "knn_monitor",
-                           "time_budget_seconds", "stop_after_steps"):
+                           "time_budget_seconds", "stop_after_steps", "ema_decay"):
     del c[pretraining_only]
   c.mode = "linear_probe"  # What main.py runs: 'linear_probe' / 'knn' (frozen features) or 'finetune'.
   c.pretrained = config_dict.placeholder(str)  # Pretraining workdir (its latest checkpoint) or checkpoints/<step>; None = random init.

@@ -71,15 +71,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     knn_monitor = KnnMonitor(config, model) if knn_every else None
 
     def evaluate(step, state, is_last):
-      scalars = {}
+      scalars, params = {}, train_step.evaluation_params(state)
       if step % config.image_every_steps == 0 or is_last:
         for task, diagnose in diagnostics.items():
-          diag = diagnose(state["params"], grid_images, grid_rng)
+          diag = diagnose(params, grid_images, grid_rng)
           if run.is_chief:
             scalars.update(restorations.write_restorations(workdir, step, task, diag, config,
                                                            run.writer))
       if knn_monitor and (step % knn_every == 0 or is_last):
-        scalars["knn/top1"] = knn_monitor(state["params"]["model"])
+        scalars["knn/top1"] = knn_monitor(params["model"])
       if scalars:
         run.writer.write_scalars(step, scalars)
       return scalars

@@ -3,6 +3,7 @@ import glob
 import logging
 import os
 
+import chex
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -15,9 +16,13 @@ from ebm_vision.objectives import corruptions
 pytestmark = pytest.mark.slow  # End-to-end runs.
 
 
-def saved_params(workdir, step):
+def saved_state(workdir, step):
   path = os.path.join(workdir, "checkpoints", str(step), "state")
-  return ocp.StandardCheckpointer().restore(os.path.abspath(path))["params"]
+  return ocp.StandardCheckpointer().restore(os.path.abspath(path))
+
+
+def saved_params(workdir, step):
+  return saved_state(workdir, step)["params"]
 
 
 def test_run_writes_checkpoints_images_and_metrics(tiny_config, tmp_path):
@@ -54,11 +59,11 @@ class CrashAfter:
     self.iterator.save(path)
 
 
-@pytest.mark.parametrize("step_sizes_from_data", [False, True])
-def test_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, monkeypatch,
-                                              step_sizes_from_data):
+@pytest.mark.parametrize("option", ["defaults", "step_sizes_from_data", "ema"])
+def test_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, monkeypatch, option):
   c = tiny_config
-  c.restore.init_step_size_from_data = step_sizes_from_data  # Peeks at the first batch.
+  c.restore.init_step_size_from_data = option == "step_sizes_from_data"  # Peeks at batch 1.
+  c.ema_decay = 0.9 if option == "ema" else 0.0  # The EMA is part of the saved state.
   c.num_train_steps, c.checkpoint_every_steps, c.max_checkpoints_to_keep = 6, 2, 2
   c.data.checkpoint_iterator = True  # Exact data order after a resume.
   train.train_and_evaluate(c, str(tmp_path / "straight"))
@@ -75,9 +80,9 @@ def test_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, monkeypatch
   # Iterator states follow the checkpoints Orbax keeps.
   assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["4", "6"]
   assert sorted(os.listdir(tmp_path / "resumed" / "data_state")) == ["4", "6"]
-  straight, resumed = saved_params(tmp_path / "straight", 6), saved_params(tmp_path / "resumed", 6)
-  for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
-    np.testing.assert_array_equal(a, b)
+  straight, resumed = saved_state(tmp_path / "straight", 6), saved_state(tmp_path / "resumed", 6)
+  assert ("ema_params" in straight) == (option == "ema")
+  chex.assert_trees_all_equal(straight, resumed)
 
 
 def test_step_sizes_from_data_replace_the_configured_one(tiny_config, tmp_path):

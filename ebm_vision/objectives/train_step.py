@@ -3,8 +3,9 @@
 An objective is a module with `init_params(model, config, rng)`, `loss(params, clean, rng,
 *, model, config) -> (loss, metrics)` and `diagnostics(params, uint8 images, rng, *, model,
 config, corruption_config=None)`. The train state is a plain dict {'step', 'params',
-'opt_state', 'rng'}; randomness of step t comes from fold_in(state['rng'], t), so a
-resumed run draws the same corruptions and noise as an uninterrupted one.
+'opt_state', 'rng'}, plus 'ema_params' when `config.ema_decay` > 0; randomness of step t
+comes from fold_in(state['rng'], t), so a resumed run draws the same corruptions and noise
+as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -29,8 +30,27 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, config,
                rng: jax.Array) -> dict:
   """The full train state at step 0."""
   params = initial_params(model, config, rng)
-  return {"step": jnp.zeros((), jnp.int32), "params": params,
-          "opt_state": tx.init(params), "rng": jax.random.split(rng)[1]}
+  state = {"step": jnp.zeros((), jnp.int32), "params": params,
+           "opt_state": tx.init(params), "rng": jax.random.split(rng)[1]}
+  if config.get("ema_decay", 0.):  # Absent from the records of older runs.
+    state["ema_params"] = jax.tree.map(jnp.copy, params)  # Replaced wholly at step 1.
+  return state
+
+
+def evaluation_params(state: dict) -> dict:
+  """The parameters evaluations, transfer and export read: the EMA when the run keeps one."""
+  return state.get("ema_params", state["params"])
+
+
+def ema_update(ema: dict, params: dict, step: jax.Array, decay: float) -> dict:
+  """The debiased exponential moving average after `step` updates (step ≥ 1): the mean of
+  the parameters after updates 1..step weighted decay^(step − i), so step 1 gives `params`
+  and no weight stays on the initialization."""
+  t = step.astype(jnp.float32)
+  log_decay = jnp.log(decay)
+  # keep = decay (1 − decay^(t−1)) / (1 − decay^t), with expm1 exact for decay near 1.
+  keep = decay * jnp.expm1((t - 1) * log_decay) / jnp.expm1(t * log_decay)
+  return jax.tree.map(lambda e, p: (keep * e + (1 - keep) * p).astype(p.dtype), ema, params)
 
 
 def initial_params(model: nn.Module, config, rng: jax.Array) -> dict:
@@ -75,7 +95,11 @@ def train_step(state: dict, batch: dict, *, model: nn.Module, config,
   metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
              "param_norm": optax.global_norm(params["model"]),
              "learning_rate": schedule(state["step"]), **aux}
-  return {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+  new_state = {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}
+  if "ema_params" in state:
+    new_state["ema_params"] = ema_update(state["ema_params"], params, new_state["step"],
+                                         config.ema_decay)
+  return new_state, metrics
 
 
 def sharded_train_step(model: nn.Module, config, tx: optax.GradientTransformation, schedule,

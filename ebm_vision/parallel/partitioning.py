@@ -81,8 +81,9 @@ def _dict_keys(path) -> tuple:
 
 
 def state_shardings(abstract_state: dict, mesh: Mesh):
-  """Shardings of a train state {'params', 'opt_state', ...}: parameters by the rules,
-  their optimizer moments alike, everything else (step, rng, counts) replicated.
+  """Shardings of a train state {'params', 'opt_state', ...}: parameters (and their EMA,
+  'ema_params') by the rules, their optimizer moments alike, everything else (step, rng,
+  counts) replicated.
 
   A moment is found by its path: the parameter's names end its path in the optimizer
   state (inside whatever chains, masks and multi-transforms the optimizer nests them).
@@ -104,6 +105,8 @@ def state_shardings(abstract_state: dict, mesh: Mesh):
   out = jax.tree.map(lambda _: replicated, abstract_state)
   out.update(params=params, opt_state=jax.tree_util.tree_map_with_path(
       moment_sharding, abstract_state["opt_state"]))
+  if "ema_params" in abstract_state:
+    out["ema_params"] = params
   return out
 
 

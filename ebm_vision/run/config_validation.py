@@ -225,6 +225,7 @@ def validate_pretraining(config, num_devices: int) -> None:
     _check(get_field(config, field) > 0, config, field, "must be > 0")
   _check(config.optimizer.learning_rate_per_256 > 0, config,
          "optimizer.learning_rate_per_256", "must be > 0")
+  _check(0 <= config.ema_decay < 1, config, "ema_decay", "must be in [0, 1) (0 = no EMA)")
   _check(config.time_budget_seconds >= 0, config, "time_budget_seconds", "must be ≥ 0 (0 = no limit)")
   _check(config.stop_after_steps >= 0, config, "stop_after_steps", "must be ≥ 0 (0 = no limit)")
 

@@ -79,6 +79,7 @@ def checkpoint_step(path) -> int:
 def restore_params(item_dir: epath.Path, group: Optional[str] = "model") -> dict:
   """Parameters of a checkpoint item as host numpy arrays: `params[group]` of a train state
   ('model' for pretraining, None for fine-tuning's whole params), or a best/ item's tree.
+  A pretraining run that kept an EMA of its parameters (`ema_decay` > 0) gives the EMA.
 
   Only these are read (not the optimizer state), and whatever mesh and number of
   devices wrote them: restoring with the saved shardings fails on another topology.
@@ -88,7 +89,7 @@ def restore_params(item_dir: epath.Path, group: Optional[str] = "model") -> dict
   if item_dir.name == BEST_ITEM:
     item, path = tree, ()
   else:
-    path = ("params",) + ((group,) if group else ())
+    path = (params_key(tree),) + ((group,) if group else ())
     item = tree
     for key in path:
       item = item[key]
@@ -105,6 +106,11 @@ def restore_params(item_dir: epath.Path, group: Optional[str] = "model") -> dict
   return restored
 
 
+def params_key(tree: dict) -> str:
+  """Which parameters of a train state's tree transfer: 'ema_params' if kept, else 'params'."""
+  return "ema_params" if "ema_params" in tree else "params"
+
+
 def read_backbone(path: str, num_heads: Optional[int] = None):
   """(ViT params, model config, image size, description) of any checkpoint `path`."""
   fmt = formats.detect(str(path))
@@ -117,8 +123,10 @@ def read_backbone(path: str, num_heads: Optional[int] = None):
   tree = checkpointing.item_tree(checkpoint.item_dir)
   group = "model" if "model" in tree.get("params", {}) else None
   params = restore_params(checkpoint.item_dir, group)
+  ema = " (its EMA parameters)" if params_key(tree) == "ema_params" else ""
   return (params, recorded.model, recorded.data.image_size,
-          f"the {checkpoint.kind} checkpoint of step {checkpoint.step} in {checkpoint.workdir}")
+          f"the {checkpoint.kind} checkpoint of step {checkpoint.step} in {checkpoint.workdir}"
+          f"{ema}")
 
 
 def backbone(config, num_classes=None, drop_path_rate=None):

@@ -21,7 +21,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
     ("corruption.mask.ratio", 1.0), ("model.compute_dtype", "float16"),
     ("model.variant", "Q/16"), ("model.posemb", "rope"), ("data.source", "s3"),
     ("data.image_size", 30), ("batch_size", 12), ("model.num_heads", 5),
-    ("mesh.fsdp", 3), ("mesh.tensor", 0), ("stop_after_steps", -1),
+    ("mesh.fsdp", 3), ("mesh.tensor", 0), ("stop_after_steps", -1), ("ema_decay", 1.0),
 ])
 def test_bad_value_names_its_field(tiny_config, field, value):
   section, _, name = field.rpartition(".")

@@ -156,3 +156,16 @@ def test_loading_says_what_it_found_and_warns_of_nothing(pretrained_workdir, cap
     pretrained.load_pretrained(pretrained_workdir)
   assert f"the pretraining checkpoint of step 2 in {pretrained_workdir}" in caplog.text
   assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+
+
+@pytest.mark.slow
+def test_a_run_with_an_ema_transfers_its_ema(tiny_config, tmp_path, caplog):
+  tiny_config.ema_decay, tiny_config.num_train_steps = 0.5, 2
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  saved = ocp.StandardCheckpointer().restore(str(tmp_path / "checkpoints" / "2" / "state"))
+  with caplog.at_level("INFO"):
+    _, params = pretrained.load_pretrained(str(tmp_path))
+  assert "(its EMA parameters)" in caplog.text
+  chex.assert_trees_all_equal(params, saved["ema_params"]["model"])
+  assert not np.array_equal(params["embedding"]["kernel"],
+                            saved["params"]["model"]["embedding"]["kernel"])
