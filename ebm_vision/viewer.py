@@ -90,7 +90,8 @@ def restore_and_report(config, workdir: str) -> dict[str, dict[str, float]]:
   report = {}
   for task in config.viewer.tasks:
     diagnose = restorations.diagnostics_fn(model, config, task, mesh)
-    diag = jax.device_get(diagnose(train_step.evaluation_params(state), images, jax.random.PRNGKey(config.seed + 1)))
+    diag = jax.device_get(diagnose(train_step.evaluation_params(state), images,
+                                   jax.random.PRNGKey(config.seed + 1)))
     if is_chief:
       image_grid.save_png(out_dir / f"{task}_step_{step:08d}.png",
                           restorations.grid(diag, config,

@@ -48,7 +48,7 @@ def ema_update(ema: dict, params: dict, step: jax.Array, decay: float) -> dict:
   and no weight stays on the initialization."""
   t = step.astype(jnp.float32)
   log_decay = jnp.log(decay)
-  # keep = decay (1 − decay^(t−1)) / (1 − decay^t), with expm1 exact for decay near 1.
+  # keep = decay (1 − decay^(t−1)) / (1 − decay^t), with expm1 accurate for decay near 1.
   keep = decay * jnp.expm1((t - 1) * log_decay) / jnp.expm1(t * log_decay)
   return jax.tree.map(lambda e, p: (keep * e + (1 - keep) * p).astype(p.dtype), ema, params)
 
